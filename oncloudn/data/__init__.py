@@ -1,0 +1,1 @@
+"""On Cloud N data: chips on disk -> arrays, datasets, folds, sample data, validation."""

@@ -1,0 +1,195 @@
+"""The model-folder manifest (runtime-safe): what a model is and how to run it.
+
+A model folder holds ``manifest.json`` (this schema), the weights named in it (a plain
+``state_dict`` saved with ``torch.save``, loadable by torch 1.8), and, for trained models,
+``config.yaml`` and ``metrics.json``. The manifest is plain JSON so that ``main.py`` reads it
+with the standard library inside the competition runtime.
+
+Post-processing always runs in this fixed order: merge TTA views -> merge ensemble members ->
+optional smoothing -> threshold -> morphology -> chip-level rules -> nodata pixels set to 0.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "weights.pt"
+MODEL_KINDS = ("network", "threshold", "ensemble")
+
+
+@dataclass
+class PostprocessSpec:
+    """Pixel-level post-processing after the ensemble merge. Zero disables a step.
+
+    Attributes:
+        smoothing_sigma: Gaussian sigma (pixels) applied to the probability map before the
+            threshold.
+        opening: Disk radius of a binary opening (removes specks).
+        closing: Disk radius of a binary closing (closes gaps).
+        dilation: Disk radius of a final dilation (cloud edges are often under-labelled).
+        erosion: Disk radius of a final erosion.
+        min_area: Connected cloud components smaller than this many pixels are removed.
+        max_hole_area: Holes (clear components enclosed by cloud) up to this area are filled.
+    """
+
+    smoothing_sigma: float = 0.0
+    opening: int = 0
+    closing: int = 0
+    dilation: int = 0
+    erosion: int = 0
+    min_area: int = 0
+    max_hole_area: int = 0
+
+
+@dataclass
+class ChipRules:
+    """Chip-level rules applied after morphology.
+
+    Attributes:
+        min_cloud_fraction: A chip whose predicted cloud fraction (of valid pixels) is below
+            this becomes all clear.
+        full_cloud_fraction: A chip whose predicted cloud fraction is at or above this becomes
+            all cloud (1.0 or more disables the rule).
+    """
+
+    min_cloud_fraction: float = 0.0
+    full_cloud_fraction: float = 1.01
+
+
+@dataclass
+class Manifest:
+    """Everything needed to rebuild and run a model folder.
+
+    Attributes:
+        name: Human-readable name.
+        kind: ``network`` (weights + architecture), ``threshold`` (the classic Sentinel-2
+            rule, no weights) or ``ensemble`` (weighted members, each a model sub-folder).
+        architecture: ``{"name": <registry name>, "args": {...}}``; for ``threshold`` the
+            rule's parameters go in ``args``.
+        bands: Input bands in channel order.
+        normalization: ``{"name": ..., "params": {...}}`` (see ``normalize.py``).
+        head: ``{"activation": "sigmoid" | "softmax", "channels": 1 | 2 | K,
+            "positive_index": i}``. Networks' outputs map to 2-class logits ``[clear, cloud]``:
+            a 1-channel sigmoid z -> ``[0, z]``; a K-class softmax -> ``[logsumexp(others),
+            cloud]``.
+        weights: File name of the state dict inside the folder (``None`` for rules).
+        tta: TTA views (names from ``tta.py``), merged by ``tta_merge``.
+        tta_merge: ``probability`` (mean of probabilities) or ``logit`` (mean of logits).
+        members: For ensembles: ``[{"path": "<sub-folder>", "weight": w}, ...]``.
+        threshold: Cloud probability threshold.
+        postprocess: Pixel-level steps.
+        chip_rules: Chip-level rules.
+        provenance: Git commit, package versions, folds hash, training data.
+        metrics: Validation metrics recorded at save time.
+        format_version: Schema version of this file.
+    """
+
+    name: str = "model"
+    kind: str = "network"
+    architecture: Dict[str, Any] = field(default_factory=lambda: {"name": "unet", "args": {}})
+    bands: List[str] = field(default_factory=lambda: ["B02", "B03", "B04", "B08"])
+    normalization: Dict[str, Any] = field(
+        default_factory=lambda: {"name": "reflectance", "params": {}}
+    )
+    head: Dict[str, Any] = field(
+        default_factory=lambda: {"activation": "sigmoid", "channels": 1, "positive_index": 0}
+    )
+    weights: Optional[str] = WEIGHTS_NAME
+    tta: List[str] = field(default_factory=lambda: ["identity"])
+    tta_merge: str = "probability"
+    members: List[Dict[str, Any]] = field(default_factory=list)
+    threshold: float = 0.5
+    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    chip_rules: ChipRules = field(default_factory=ChipRules)
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The manifest as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "manifest") -> "Manifest":
+        """Build a manifest from a dict, rejecting unknown keys with a helpful message.
+
+        Raises:
+            ValueError: Unknown keys, an unknown kind, or a newer format version.
+        """
+        data = dict(data)
+        version = int(data.get("format_version", FORMAT_VERSION))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                "{}: format_version {} is newer than this code understands ({}); "
+                "upgrade oncloudn".format(source, version, FORMAT_VERSION)
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                "{}: unknown manifest keys {}; valid keys: {}".format(
+                    source, unknown, ", ".join(sorted(known))
+                )
+            )
+        data["postprocess"] = _sub_spec(PostprocessSpec, data.get("postprocess"), source)
+        data["chip_rules"] = _sub_spec(ChipRules, data.get("chip_rules"), source)
+        manifest = cls(**data)
+        if manifest.kind not in MODEL_KINDS:
+            raise ValueError(
+                "{}: unknown kind {!r}; choose one of: {}".format(
+                    source, manifest.kind, ", ".join(MODEL_KINDS)
+                )
+            )
+        return manifest
+
+
+def _sub_spec(spec_cls, value, source):
+    if value is None:
+        return spec_cls()
+    if isinstance(value, spec_cls):
+        return value
+    known = {f.name for f in fields(spec_cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(
+            "{}: unknown {} keys {}; valid keys: {}".format(
+                source, spec_cls.__name__, unknown, ", ".join(sorted(known))
+            )
+        )
+    return spec_cls(**value)
+
+
+def read_manifest(folder: str) -> Manifest:
+    """Read ``<folder>/manifest.json``.
+
+    Raises:
+        FileNotFoundError: The folder has no manifest (it is not a model folder).
+        ValueError: The manifest is not valid JSON or has unknown keys.
+    """
+    path = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            "{!r} is not a model folder: {} is missing (create one with `oncloudn train`, "
+            "or `oncloudn.models.folder.save_model_folder`)".format(str(folder), MANIFEST_NAME)
+        )
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError("{}: not valid JSON ({})".format(path, error)) from None
+    return Manifest.from_dict(data, source=path)
+
+
+def write_manifest(folder: str, manifest: Manifest) -> str:
+    """Write ``<folder>/manifest.json`` atomically and return its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, MANIFEST_NAME)
+    temp_path = path + ".tmp"
+    with open(temp_path, "w", encoding="utf-8") as handle:
+        json.dump(manifest.to_dict(), handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(temp_path, path)
+    return path
