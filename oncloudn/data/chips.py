@@ -65,7 +65,9 @@ class DatasetPaths:
         return self.labels_dir / f"{chip_id}.tif"
 
 
-def read_metadata(path: str | Path, required: tuple[str, ...] = REQUIRED_METADATA_COLUMNS) -> pd.DataFrame:
+def read_metadata(
+    path: str | Path, required: tuple[str, ...] = REQUIRED_METADATA_COLUMNS
+) -> pd.DataFrame:
     """Read a ``*_metadata.csv`` with every column as ``str`` (chip ids like ``0000`` stay).
 
     Raises:

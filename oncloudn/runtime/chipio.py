@@ -7,7 +7,8 @@ never clipped here; 0 in every band marks nodata.
 
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import rasterio
@@ -25,7 +26,7 @@ BANDS = ("B02", "B03", "B04", "B08")
 CHIP_SIZE = 512
 
 
-def list_chip_ids(features_dir: str) -> List[str]:
+def list_chip_ids(features_dir: str) -> list[str]:
     """Chip ids of a features folder: its non-hidden sub-folders, sorted.
 
     This is the set the competition runtime checks predictions against (not the CSV).
@@ -35,8 +36,8 @@ def list_chip_ids(features_dir: str) -> List[str]:
     """
     if not os.path.isdir(features_dir):
         raise FileNotFoundError(
-            "features folder {!r} does not exist; expected <root>/<split>_features/<chip_id>/"
-            "B02.tif ...".format(str(features_dir))
+            f"features folder {str(features_dir)!r} does not exist; expected "
+            "<root>/<split>_features/<chip_id>/B02.tif ..."
         )
     return sorted(
         name
@@ -45,14 +46,14 @@ def list_chip_ids(features_dir: str) -> List[str]:
     )
 
 
-def _read_single_band(path: str, chip_id: str, kind: str) -> Tuple[np.ndarray, dict]:
+def _read_single_band(path: str, chip_id: str, kind: str) -> tuple[np.ndarray, dict]:
     try:
         with rasterio.open(path) as src:
             if src.count != 1:
                 raise ChipFormatError(
                     chip_id,
                     path,
-                    "{} has {} bands, expected 1".format(kind, src.count),
+                    f"{kind} has {src.count} bands, expected 1",
                     "On Cloud N stores one band per file",
                 )
             array = src.read(1)
@@ -61,7 +62,7 @@ def _read_single_band(path: str, chip_id: str, kind: str) -> Tuple[np.ndarray, d
         raise CorruptTiffError(
             chip_id,
             path,
-            "{} cannot be decoded as a GeoTIFF ({})".format(kind, str(error).splitlines()[0]),
+            f"{kind} cannot be decoded as a GeoTIFF ({str(error).splitlines()[0]})",
             "re-download or regenerate this file",
         ) from None
     return array, profile
@@ -69,7 +70,7 @@ def _read_single_band(path: str, chip_id: str, kind: str) -> Tuple[np.ndarray, d
 
 def read_bands(
     chip_dir: str, bands: Sequence[str] = BANDS, with_profile: bool = False
-) -> "np.ndarray | Tuple[np.ndarray, dict]":
+) -> "np.ndarray | tuple[np.ndarray, dict]":
     """Read the chosen bands of one chip, in the given order, as raw uint16 ``[C, H, W]``.
 
     Args:
@@ -89,14 +90,14 @@ def read_bands(
             chip_id, chip_dir, "chip folder does not exist", "check the chip id and root"
         )
     arrays = []
-    profile = {}  # type: Dict[str, object]
+    profile: dict[str, object] = {}
     for band in bands:
         path = os.path.join(chip_dir, band + ".tif")
         if not os.path.exists(path):
             raise MissingBandError(
                 chip_id,
                 path,
-                "band {} is missing".format(band),
+                f"band {band} is missing",
                 "every chip needs {}".format(", ".join(b + ".tif" for b in bands)),
             )
         array, band_profile = _read_single_band(path, chip_id, "band " + band)
@@ -104,15 +105,13 @@ def read_bands(
             raise ChipFormatError(
                 chip_id,
                 path,
-                "band {} has dtype {}, expected uint16 (reflectance x 10000)".format(
-                    band, array.dtype
-                ),
+                f"band {band} has dtype {array.dtype}, expected uint16 (reflectance x 10000)",
             )
         if arrays and array.shape != arrays[0].shape:
             raise ChipFormatError(
                 chip_id,
                 path,
-                "band {} has shape {}, other bands {}".format(band, array.shape, arrays[0].shape),
+                f"band {band} has shape {array.shape}, other bands {arrays[0].shape}",
             )
         if not profile:
             profile = band_profile
@@ -161,7 +160,7 @@ def write_mask(
     """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     if mask.ndim != 2:
-        raise ValueError("mask must be 2-D [H, W], got shape {}".format(mask.shape))
+        raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
     directory = os.path.dirname(os.path.abspath(path))
     profile = {
         "driver": "GTiff",

@@ -18,7 +18,7 @@ class ChipError(Exception):
         self.path = str(path)
         self.problem = problem
         self.hint = hint
-        message = "chip {!r}: {} ({})".format(chip_id, problem, self.path)
+        message = f"chip {chip_id!r}: {problem} ({self.path})"
         if hint:
             message += ". " + hint
         super().__init__(message)
