@@ -14,8 +14,14 @@ import sys
 from oncloudn import __version__
 from oncloudn.errors import USER_ERRORS
 
-COMMAND_MODULES = [
+COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
+    "oncloudn.cli.demo_commands",
     "oncloudn.cli.data_commands",
+    "oncloudn.cli.train_commands",
+    "oncloudn.cli.predict_commands",
+    "oncloudn.cli.submission_commands",
+    "oncloudn.cli.score_commands",
+    "oncloudn.cli.bench_commands",
 ]
 
 DESCRIPTION = """\

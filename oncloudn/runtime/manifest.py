@@ -12,7 +12,7 @@ optional smoothing -> threshold -> morphology -> chip-level rules -> nodata pixe
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -89,31 +89,31 @@ class Manifest:
 
     name: str = "model"
     kind: str = "network"
-    architecture: Dict[str, Any] = field(default_factory=lambda: {"name": "unet", "args": {}})
-    bands: List[str] = field(default_factory=lambda: ["B02", "B03", "B04", "B08"])
-    normalization: Dict[str, Any] = field(
+    architecture: dict[str, Any] = field(default_factory=lambda: {"name": "unet", "args": {}})
+    bands: list[str] = field(default_factory=lambda: ["B02", "B03", "B04", "B08"])
+    normalization: dict[str, Any] = field(
         default_factory=lambda: {"name": "reflectance", "params": {}}
     )
-    head: Dict[str, Any] = field(
+    head: dict[str, Any] = field(
         default_factory=lambda: {"activation": "sigmoid", "channels": 1, "positive_index": 0}
     )
     weights: Optional[str] = WEIGHTS_NAME
-    tta: List[str] = field(default_factory=lambda: ["identity"])
+    tta: list[str] = field(default_factory=lambda: ["identity"])
     tta_merge: str = "probability"
-    members: List[Dict[str, Any]] = field(default_factory=list)
+    members: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = 0.5
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     chip_rules: ChipRules = field(default_factory=ChipRules)
-    provenance: Dict[str, Any] = field(default_factory=dict)
-    metrics: Dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The manifest as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], source: str = "manifest") -> "Manifest":
+    def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> "Manifest":
         """Build a manifest from a dict, rejecting unknown keys with a helpful message.
 
         Raises:
@@ -123,8 +123,8 @@ class Manifest:
         version = int(data.get("format_version", FORMAT_VERSION))
         if version > FORMAT_VERSION:
             raise ValueError(
-                "{}: format_version {} is newer than this code understands ({}); "
-                "upgrade oncloudn".format(source, version, FORMAT_VERSION)
+                f"{source}: format_version {version} is newer than this code understands "
+                f"({FORMAT_VERSION}); upgrade oncloudn"
             )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -172,14 +172,14 @@ def read_manifest(folder: str) -> Manifest:
     path = os.path.join(folder, MANIFEST_NAME)
     if not os.path.exists(path):
         raise FileNotFoundError(
-            "{!r} is not a model folder: {} is missing (create one with `oncloudn train`, "
-            "or `oncloudn.models.folder.save_model_folder`)".format(str(folder), MANIFEST_NAME)
+            f"{str(folder)!r} is not a model folder: {MANIFEST_NAME} is missing (create one "
+            "with `oncloudn train`, or `oncloudn.models.folder.save_model_folder`)"
         )
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError("{}: not valid JSON ({})".format(path, error)) from None
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
     return Manifest.from_dict(data, source=path)
 
 

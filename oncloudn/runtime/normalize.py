@@ -11,7 +11,8 @@ its manifest as ``{"name": ..., "params": {...}}``. Callers never normalize for 
   (in reflectance units) from ``params``.
 """
 
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -46,20 +47,19 @@ def _dataset(x: torch.Tensor, params: dict) -> torch.Tensor:
     std = torch.tensor(params["std"], dtype=torch.float32, device=x.device)
     if mean.numel() != x.shape[1] or std.numel() != x.shape[1]:
         raise ValueError(
-            "normalization 'dataset' has {} means and {} stds for {} bands".format(
-                mean.numel(), std.numel(), x.shape[1]
-            )
+            f"normalization 'dataset' has {mean.numel()} means and {std.numel()} stds for "
+            f"{x.shape[1]} bands"
         )
     scaled = x.float() / float(params.get("scale", REFLECTANCE_SCALE))
     return (scaled - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-NORMALIZATIONS = {
+NORMALIZATIONS: dict[str, Callable[[torch.Tensor, dict], torch.Tensor]] = {
     "raw": _raw,
     "reflectance": _reflectance,
     "zscore_chip": _zscore_chip,
     "dataset": _dataset,
-}  # type: Dict[str, Callable[[torch.Tensor, dict], torch.Tensor]]
+}
 
 
 def normalize(x: torch.Tensor, name: str, params: Optional[dict] = None) -> torch.Tensor:

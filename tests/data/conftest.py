@@ -16,7 +16,9 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Read-only: copy it (``shutil.copytree``) before breaking anything.
     """
     out = tmp_path_factory.mktemp("sample") / "root"
-    return generate_sample_dataset(out, chips=12, test_chips=3, size=128, label_noise=0.25)
+    return generate_sample_dataset(
+        out, chips=12, test_chips=3, size=128, n_locations=4, label_noise=0.25
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,273 @@
+"""Submission commands: ``pack``, ``run-local`` and ``runtime-env``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PACK_EPILOG = """\
+The zip holds main.py (the repository's submission/main.py) at its root, the runtime-safe
+code as oncloudn/runtime/*.py, and model/ (several model folders become an ensemble with
+members model/member_00, ...). Packing refuses models the runtime cannot run (unknown
+networks, smp pairs not verified under smp 0.2.1, ONNX/OpenVINO backends) and zips with
+top-level data/, tests/, predictions/ or submission/ entries. Every model is built and run
+once on a small input before the zip is written (atomically).
+
+examples:
+  oncloudn pack runs/unet/model submission.zip
+  oncloudn pack runs/unet/model submission.zip --tta flips --threshold 0.45 --force
+  oncloudn pack runs/a/model runs/b/model ensemble.zip --ensemble-weights 2 1"""
+
+RUN_LOCAL_EPILOG = """\
+DATA_ROOT is laid out like the runtime's /codeexecution/data: test_features/<chip_id>/B0X.tif
+and test_metadata.csv. OUT must be new or empty (--force replaces an earlier run-local
+output). main.py runs as `python main.py` in OUT/codeexecution with the data read-only, no
+network, a time limit and an import guard that refuses packages the runtime lacks,
+onnxruntime, and an oncloudn not carried by the zip. The runtime's smp 0.2.1 is used when
+installed (`oncloudn runtime-env install`). Then the runtime's checks run on
+OUT/predictions, and OUT/run.json records the zip hash, model, timings and checks.
+With --labels the predictions are scored; --record adds the score to the leaderboard.
+Exit status: 0 when the checks pass, 1 when they fail, 2 when main.py fails or times out.
+
+examples:
+  oncloudn run-local submission.zip data runs/local
+  oncloudn run-local submission.zip data runs/local --labels data/test_labels --record
+  oncloudn run-local submission.zip data runs/local --time-limit 600 --force"""
+
+RUNTIME_ENV_EPILOG = """\
+The competition runtime has segmentation-models-pytorch 0.2.1 (timm 0.4.12,
+pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3). `install` puts them, without
+dependencies, in a separate folder (default: <repo>/.runtime-smp in a checkout, else
+~/.oncloudn/runtime-smp; $ONCLOUDN_RUNTIME_SMP overrides the lookup). run-local and the
+parity tests put that folder first on PYTHONPATH. `install-python` creates a Python 3.9 +
+torch 1.8.0 environment (~/.oncloudn/runtime-py39, or $ONCLOUDN_RUNTIME_PYTHON) that
+run-local then uses to run main.py on the runtime's versions.
+
+examples:
+  oncloudn runtime-env install
+  oncloudn runtime-env install --target /opt/runtime-smp
+  oncloudn runtime-env install-python --base ~/.pyenv/versions/3.9.18/bin/python
+  oncloudn runtime-env show"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``pack``, ``run-local`` and ``runtime-env`` sub-commands."""
+    _register_pack(subparsers)
+    _register_run_local(subparsers)
+    _register_runtime_env(subparsers)
+
+
+def _register_pack(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pack",
+        help="build submission.zip from model folder(s)",
+        description="Build a competition submission zip from one model folder, or an "
+        "ensemble of several.",
+        epilog=PACK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model_dirs", type=Path, nargs="+", metavar="MODEL_DIR")
+    parser.add_argument("out_zip", type=Path, metavar="OUT_ZIP", help="e.g. submission.zip")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing zip")
+    parser.add_argument(
+        "--ensemble-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per model folder (default: equal)",
+    )
+    parser.add_argument(
+        "--tta",
+        metavar="VIEWS",
+        help="override TTA: none, hflip, flips, flips4, d4, or comma-separated view names",
+    )
+    parser.add_argument(
+        "--threshold", type=float, metavar="T", help="override the cloud probability threshold"
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="pack smp architectures/encoders not verified under the runtime's smp 0.2.1",
+    )
+    parser.set_defaults(func=run_pack)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    """Pack and print the zip's contents and size."""
+    from oncloudn.inference.predictor import parse_tta
+    from oncloudn.submission.pack import pack_submission
+
+    result = pack_submission(
+        args.model_dirs,
+        args.out_zip,
+        force=args.force,
+        ensemble_weights=args.ensemble_weights,
+        tta=parse_tta(args.tta),
+        threshold=args.threshold,
+        allow_unverified=args.allow_unverified,
+    )
+    for entry in result.entries:
+        print(f"{entry.size:>12,}  {entry.name}")
+    model = result.model
+    print(
+        f"{result.path}: {len(result.entries)} files, {result.total_bytes:,} bytes "
+        f"({result.zip_bytes:,} zipped), sha256 {result.sha256}"
+    )
+    print(
+        f"model {model.get('name')!r}: {model.get('kind')} {model.get('architecture')}, "
+        f"{model.get('params', 0):,} parameters, TTA {','.join(model.get('tta', []))}, "
+        f"threshold {model.get('threshold')}"
+    )
+    return 0
+
+
+def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run-local",
+        help="run submission.zip like the competition runtime, check (and score) it",
+        description="Unzip a submission, run its main.py like the competition runtime "
+        "(read-only data, no network, import guard, time limit), check the predictions "
+        "against the runtime's rules, and optionally score and record them.",
+        epilog=RUN_LOCAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("zip", type=Path, help="the submission zip")
+    parser.add_argument("data_root", type=Path, help="folder with test_features/")
+    parser.add_argument("out", type=Path, help="run folder (new or empty)")
+    parser.add_argument("--labels", type=Path, metavar="DIR", help="labels to score against")
+    parser.add_argument("--record", action="store_true", help="record the score in the leaderboard")
+    parser.add_argument("--db", type=Path, metavar="PATH", help="leaderboard database")
+    parser.add_argument("--name", help="leaderboard name of the run (default: the model's)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=4 * 3600,
+        metavar="S",
+        help="seconds main.py may run (default: 14400, the runtime's 4 hours)",
+    )
+    parser.add_argument(
+        "--copy-data",
+        action="store_true",
+        help="copy test_features read-only instead of symlinking it",
+    )
+    parser.add_argument(
+        "--python",
+        metavar="EXE",
+        help="interpreter that runs main.py, e.g. a Python 3.9 + torch 1.8 environment to match "
+        "the runtime's versions (default: $ONCLOUDN_RUNTIME_PYTHON, else this one)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in OUT")
+    parser.set_defaults(func=run_run_local)
+
+
+def run_run_local(args: argparse.Namespace) -> int:
+    """Run the zip; print the checks, timings and score; exit 1 when the checks fail."""
+    from oncloudn.submission.run_local import run_local
+
+    result = run_local(
+        args.zip,
+        args.data_root,
+        args.out,
+        time_limit_s=args.time_limit,
+        labels_dir=args.labels,
+        record=args.record,
+        db_path=args.db,
+        force=args.force,
+        copy_data=args.copy_data,
+        name=args.name,
+        python=args.python,
+    )
+    print(
+        f"main.py predicted {result.n_chips} chips in {result.wall_s:.1f} s "
+        f"({result.chips_per_s:.2f} chips/s); predictions in {result.predictions_dir}"
+    )
+    if result.passed:
+        print("checks: passed (the runtime's rules hold)")
+    else:
+        print(f"checks: FAILED ({len(result.problems)} problems)")
+        for problem in result.problems[:20]:
+            print(f"  - {problem}")
+    if result.scores:
+        scores = result.scores
+        print(
+            f"Jaccard {scores['jaccard']:.4f} over {scores['n_chips']} chips "
+            f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
+        )
+    if result.run_id is not None:
+        print(f"recorded as leaderboard run {result.run_id}")
+    print(f"run record: {result.run_json}")
+    return 0 if result.passed else 1
+
+
+def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "runtime-env",
+        help="install or show the runtime's smp 0.2.1 (for run-local)",
+        description="Manage the competition runtime's segmentation-models-pytorch 0.2.1, "
+        "installed beside today's torch for run-local and parity tests.",
+        epilog=RUNTIME_ENV_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser(
+        "install",
+        help="pip install smp 0.2.1 and its pinned dependencies into a folder",
+        description="pip install --no-deps --target DIR the runtime's smp 0.2.1, timm 0.4.12, "
+        "pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3 and munch.",
+    )
+    install.add_argument(
+        "--target", type=Path, help="folder (default: <repo>/.runtime-smp or ~/.oncloudn/...)"
+    )
+    install.set_defaults(func=run_runtime_env_install)
+    install_python = actions.add_parser(
+        "install-python",
+        help="create a Python 3.9 + torch 1.8 environment that run-local then uses",
+        description="Create a virtual environment with Python 3.9, torch 1.8.0, torchvision "
+        "0.9.0, numpy 1.20.3, scipy 1.7.1, rasterio 1.2.6, pillow 8.2.0 and tifffile "
+        "2021.8.8 (the runtime's versions, CPU). run-local uses it when it exists "
+        "(or when $ONCLOUDN_RUNTIME_PYTHON names an interpreter).",
+    )
+    install_python.add_argument(
+        "--target", type=Path, help="environment folder (default: ~/.oncloudn/runtime-py39)"
+    )
+    install_python.add_argument(
+        "--base", default="python3.9", help="a Python 3.9 interpreter (default: python3.9)"
+    )
+    install_python.set_defaults(func=run_runtime_env_install_python)
+    show = actions.add_parser("show", help="where the runtime smp and Python are")
+    show.set_defaults(func=run_runtime_env_show)
+
+
+def run_runtime_env_install(args: argparse.Namespace) -> int:
+    """Install and print the folder and versions."""
+    from oncloudn.submission.runtime_env import install_runtime_smp, installed_versions
+
+    target = install_runtime_smp(args.target)
+    versions = installed_versions(target)
+    print(f"installed into {target}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return 0
+
+
+def run_runtime_env_install_python(args: argparse.Namespace) -> int:
+    """Create the environment and print its interpreter."""
+    from oncloudn.submission.runtime_env import install_runtime_python
+
+    python = install_runtime_python(args.target, base_python=args.base)
+    print(f"runtime Python ready: {python} (run-local uses it by default from its default place)")
+    return 0
+
+
+def run_runtime_env_show(args: argparse.Namespace) -> int:
+    """Print the folder and versions; exit 1 when the smp is not installed."""
+    from oncloudn.submission.runtime_env import installed_versions, runtime_python, runtime_smp_dir
+
+    python = runtime_python()
+    print(f"runtime python: {python or 'not installed (this interpreter runs main.py)'}")
+    target = runtime_smp_dir()
+    if target is None:
+        print("runtime smp: not installed (run `oncloudn runtime-env install`)")
+        return 1
+    print(f"runtime smp: {target}")
+    for name, version in installed_versions(target).items():
+        print(f"  {name} {version}")
+    return 0

@@ -1,0 +1,1 @@
+"""Batched library prediction (DataLoader, devices, AMP) that reuses the runtime's pieces."""

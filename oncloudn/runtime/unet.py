@@ -1,0 +1,138 @@
+"""A plain, configurable U-Net (runtime-safe): the ~450k-parameter student of the seed paper.
+
+Each level is two ``conv3x3 -> BatchNorm -> ReLU`` blocks; the encoder halves the resolution
+with a 2x2 max-pool, the decoder doubles it (bilinear up-sampling, or a transposed
+convolution) and concatenates the encoder's skip features. With the default widths
+``(8, 16, 32, 64, 128)`` and 4 input bands the network has 491,945 parameters (486,625
+with ``upsample="transpose"``).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UPSAMPLE_MODES = ("bilinear", "transpose")
+
+
+class DoubleConv(nn.Sequential):
+    """Two ``conv3x3 -> BatchNorm -> ReLU`` blocks.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels of both convolutions.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Up(nn.Module):
+    """Up-sample by 2, concatenate the skip features, then a :class:`DoubleConv`.
+
+    Args:
+        in_channels: Channels of the deeper (coarser) features.
+        skip_channels: Channels of the skip features.
+        out_channels: Output channels.
+        mode: ``bilinear`` (parameter-free) or ``transpose`` (2x2 transposed convolution to
+            ``skip_channels`` channels).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        if mode == "transpose":
+            self.up = nn.ConvTranspose2d(in_channels, skip_channels, 2, stride=2)
+            merged = 2 * skip_channels
+        else:
+            self.up = None
+            merged = in_channels + skip_channels
+        self.conv = DoubleConv(merged, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if self.up is not None:
+            x = self.up(x)
+        else:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+class UNet(nn.Module):
+    """Plain U-Net returning raw logits ``[N, out_channels, H, W]``.
+
+    Args:
+        in_channels: Input bands (4 for B02, B03, B04, B08).
+        out_channels: Output channels (1 for a sigmoid head, 2+ for softmax).
+        widths: Channels per level, shallow to deep; ``len(widths) - 1`` down-samplings.
+        upsample: ``bilinear`` (default) or ``transpose``.
+
+    Raises:
+        ValueError: Fewer than two widths, a non-positive width, or an unknown ``upsample``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 1,
+        widths: Sequence[int] = (8, 16, 32, 64, 128),
+        upsample: str = "bilinear",
+    ):
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"UNet widths must be two or more positive integers, got {widths}")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(
+                "unknown upsample {!r}; choose one of: {}".format(
+                    upsample, ", ".join(UPSAMPLE_MODES)
+                )
+            )
+        self.widths = widths
+        self.downsampling = 2 ** (len(widths) - 1)
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoders.append(DoubleConv(previous, width))
+            previous = width
+        self.decoders = nn.ModuleList()
+        for level in range(len(widths) - 1, 0, -1):
+            self.decoders.append(Up(widths[level], widths[level - 1], widths[level - 1], upsample))
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+
+    def check_input_shape(self, x: torch.Tensor) -> None:
+        """Raise a ValueError unless H and W are divisible by ``2 ** (len(widths) - 1)``."""
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        factor = self.downsampling
+        if height % factor or width % factor:
+            padded = (-(-height // factor) * factor, -(-width // factor) * factor)
+            raise ValueError(
+                f"Wrong input shape height={height}, width={width}: this UNet "
+                f"({len(self.widths)} levels) needs height and width divisible by {factor}. "
+                f"Pad the input, e.g. to {padded} (chips are 512 x 512, pad to 512)."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
+        skips: list[torch.Tensor] = []
+        for index, encoder in enumerate(self.encoders):
+            if index:
+                x = F.max_pool2d(x, 2)
+            x = encoder(x)
+            skips.append(x)
+        skips.pop()
+        for decoder in self.decoders:
+            x = decoder(x, skips.pop())
+        return self.head(x)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,1 @@
+"""Config-driven training: trainer, losses, augmentation, checkpoints, DDP, OOF, label flags."""

@@ -1,0 +1,239 @@
+"""``oncloudn run-local``: pack -> run like the runtime -> checks -> run.json -> score."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toydata import write_toy_dataset
+
+from oncloudn.cli.main import main
+from oncloudn.errors import SubmissionError
+from oncloudn.models.folder import make_threshold_folder, save_model_folder
+from oncloudn.runtime.manifest import Manifest
+from oncloudn.runtime.networks import build_network
+from oncloudn.scoring.leaderboard import leaderboard
+from oncloudn.submission.checks import check_prediction_folder
+from oncloudn.submission.pack import pack_submission
+from oncloudn.submission.run_local import prepare_out_dir, run_local
+
+TEST_IDS = ["0000", "abcd", "efgh"]
+
+
+@pytest.fixture
+def test_root(tmp_path: Path) -> Path:
+    """A dataset root with a labelled test split, like /codeexecution/data plus labels."""
+    return write_toy_dataset(tmp_path / "data", TEST_IDS, ["A", "A", "B"], split="test", seed=3)
+
+
+def _crafted_zip(path: Path, main_py: str, package: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("main.py", textwrap.dedent(main_py))
+        if package:  # a vendored oncloudn, as `oncloudn pack` ships it
+            archive.writestr("oncloudn/__init__.py", "")
+            archive.writestr("oncloudn/runtime/__init__.py", "")
+    return path
+
+
+def test_threshold_end_to_end(test_root: Path, tmp_path: Path) -> None:
+    zip_path = pack_submission([make_threshold_folder(tmp_path / "thr")], tmp_path / "s.zip").path
+    db = tmp_path / "lb.sqlite"
+    result = run_local(
+        zip_path,
+        test_root,
+        tmp_path / "run",
+        labels_dir=test_root / "test_labels",
+        record=True,
+        db_path=db,
+        time_limit_s=120,
+    )
+    assert result.passed and result.problems == []
+    assert check_prediction_folder(result.predictions_dir, TEST_IDS) == []
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert result.run_json.parent == result.predictions_dir.parent
+    assert info["checks"] == {"passed": True, "problems": []}
+    assert info["n_chips"] == 3 and info["returncode"] == 0 and info["wall_s"] > 0
+    assert info["model"]["kind"] == "threshold"
+    assert info["main_summary"]["n_written"] == 3
+    assert len(info["zip_sha256"]) == 64
+    # The toy clouds are bright and white: the rule finds most of them.
+    assert 0.3 < info["scores"]["jaccard"] <= 1.0
+    assert info["scores"] == result.scores
+    assert result.score.jaccard == pytest.approx(result.scores["jaccard"])
+    assert result.score.n_chips == 3
+    board = leaderboard(db)
+    assert list(board["id"]) == [result.run_id]
+    assert board["jaccard"].iloc[0] == pytest.approx(result.scores["jaccard"])
+    with sqlite3.connect(db) as connection:
+        sha = connection.execute("SELECT zip_sha256 FROM runs").fetchone()[0]
+    assert sha == info["zip_sha256"]
+    # A non-empty output folder is refused without --force.
+    with pytest.raises(SubmissionError, match="--force"):
+        run_local(zip_path, test_root, tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(SubmissionError, match="did not create"):
+        run_local(zip_path, test_root, tmp_path / "other", force=True)
+    prepare_out_dir(tmp_path / "run", force=True)
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_unet_end_to_end_cli(test_root: Path, tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    widths = [4, 8, 16, 32, 64]
+    model = save_model_folder(
+        tmp_path / "unet",
+        Manifest(name="tiny-unet", architecture={"name": "unet", "args": {"widths": widths}}),
+        state_dict=build_network("unet", {"widths": widths}, 4, 1),
+    )
+    zip_path = tmp_path / "unet.zip"
+    assert main(["pack", str(model), str(zip_path), "--tta", "hflip"]) == 0
+    out = tmp_path / "run"
+    args = ["run-local", str(zip_path), str(test_root), str(out), "--copy-data"]
+    assert main(args + ["--labels", str(test_root / "test_labels")]) == 0
+    printed = capsys.readouterr().out
+    assert "checks: passed" in printed and "Jaccard" in printed
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["name"] == "tiny-unet" and info["model"]["params"] > 0
+    assert info["main_summary"]["tta_views"] == ["identity", "hflip"]
+    assert "cannot load model folder" not in (out / "main.log").read_text()
+
+
+def test_import_guard_refuses_what_the_runtime_lacks(test_root: Path, tmp_path: Path) -> None:
+    cases = [
+        (
+            "import oncloudn.runtime\nimport oncloudn.data",
+            True,
+            r"'oncloudn.data' (was found outside the|is not in the submission zip)",
+        ),
+        ("import onnxruntime", True, r"'onnxruntime' \(imported by main.py\) is not available"),
+        (
+            "import oncloudn",
+            False,
+            r"'oncloudn' (was found outside the submission folder|is not in the submission zip)",
+        ),
+        (
+            "import tqdm",
+            True,
+            r"'tqdm' \(imported by main.py\) is not available in the competition",
+        ),
+    ]
+    for index, (statement, package, message) in enumerate(cases):
+        zip_path = _crafted_zip(tmp_path / f"g{index}.zip", statement + "\n", package)
+        with pytest.raises(SubmissionError, match="exited with status 1") as error:
+            run_local(zip_path, test_root, tmp_path / f"run{index}", time_limit_s=60)
+        assert "ModuleNotFoundError" in str(error.value), statement
+        assert re.search(message, str(error.value)), statement
+        assert json.loads((tmp_path / f"run{index}" / "run.json").read_text())["returncode"] == 1
+
+
+def test_guard_allows_runtime_packages_and_blocks_network(test_root: Path, tmp_path: Path) -> None:
+    main_py = """
+        import json, os, socket
+        import numpy, scipy.ndimage, rasterio, PIL.Image, tifffile
+        try:
+            socket.create_connection(("192.0.2.1", 80), timeout=1)
+            network = "open"
+        except OSError as error:
+            network = str(error)
+        out = os.environ["ONCLOUDN_PREDICTIONS_DIR"]
+        print(json.dumps({"network": network}))
+    """
+    zip_path = _crafted_zip(tmp_path / "ok.zip", main_py)
+    result = run_local(zip_path, test_root, tmp_path / "run", time_limit_s=60)
+    log = (tmp_path / "run" / "main.log").read_text()
+    assert "network access is not available" in log
+    assert not result.passed and len(result.problems) >= 3  # no predictions were written
+
+
+def test_time_limit_and_data_writes(test_root: Path, tmp_path: Path) -> None:
+    slow = _crafted_zip(tmp_path / "slow.zip", "import time\ntime.sleep(30)\n")
+    with pytest.raises(SubmissionError, match="time limit of 1 s"):
+        run_local(slow, test_root, tmp_path / "slow", time_limit_s=1)
+    assert "time limit" in json.loads((tmp_path / "slow" / "run.json").read_text())["error"]
+    writer = """
+        import os, shutil
+        data = os.environ["ONCLOUDN_DATA_DIR"]
+        out = os.environ["ONCLOUDN_PREDICTIONS_DIR"]
+        os.chmod(os.path.join(data, "test_features", "abcd"), 0o755)
+        open(os.path.join(data, "test_features", "abcd", "extra.tif"), "w").close()
+    """
+    zip_path = _crafted_zip(tmp_path / "w.zip", writer)
+    result = run_local(zip_path, test_root, tmp_path / "w", copy_data=True, time_limit_s=60)
+    assert any("modified the read-only data" in p for p in result.problems)
+    assert not (test_root / "test_features" / "abcd" / "extra.tif").exists()
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("main.py", "")
+        archive.writestr("data/x.txt", "")
+    with pytest.raises(SubmissionError, match="'data' is forbidden"):
+        run_local(bad, test_root, tmp_path / "bad")
+
+
+@pytest.mark.real_data
+def test_real_chips_through_a_threshold_zip(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "oncloudn-real-unlabeled" / "train_features"
+    root = tmp_path / "real"
+    (root / "test_features").mkdir(parents=True)
+    for chip in sorted(source.iterdir()):
+        (root / "test_features" / chip.name).symlink_to(chip, target_is_directory=True)
+    shutil.copy(source.parent / "train_metadata.csv", root / "test_metadata.csv")
+    zip_path = pack_submission([make_threshold_folder(tmp_path / "thr")], tmp_path / "s.zip").path
+    result = run_local(zip_path, root, tmp_path / "run", time_limit_s=120)
+    assert result.passed and result.n_chips == 5
+    files = sorted(result.predictions_dir.iterdir())
+    assert len(files) == 5
+    import tifffile
+
+    fractions = [float(np.mean(tifffile.imread(f))) for f in files]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+
+
+@pytest.mark.slow
+def test_smp_model_runs_under_the_runtime_smp(test_root: Path, tmp_path: Path) -> None:
+    from oncloudn.submission.runtime_env import runtime_smp_dir
+
+    if runtime_smp_dir() is None:
+        pytest.skip("the runtime's smp 0.2.1 is not installed (`oncloudn runtime-env install`)")
+    args = {"arch": "Unet", "encoder_name": "mobilenet_v2"}
+    torch.manual_seed(0)
+    model = save_model_folder(
+        tmp_path / "smp",
+        Manifest(name="smp-mobilenet", architecture={"name": "smp", "args": args}),
+        state_dict=build_network("smp", args, 4, 1),
+    )
+    zip_path = pack_submission([model], tmp_path / "smp.zip").path
+    result = run_local(zip_path, test_root, tmp_path / "run", time_limit_s=300)
+    assert result.passed, result.problems
+    info = json.loads(result.run_json.read_text())
+    assert info["runtime_smp"] == "0.2.1"
+    assert "loaded network model 'smp-mobilenet'" in (tmp_path / "run" / "main.log").read_text()
+
+
+def test_zip_runs_on_the_runtime_python(test_root: Path, tmp_path: Path) -> None:
+    """Python 3.9 + torch 1.8 (`oncloudn runtime-env install-python`) load today's weights."""
+    from oncloudn.submission.runtime_env import runtime_python
+
+    python = runtime_python()
+    if python is None:
+        pytest.skip("no runtime Python (`oncloudn runtime-env install-python`)")
+    torch.manual_seed(0)
+    widths = [4, 8, 16, 32, 64]
+    model = save_model_folder(
+        tmp_path / "unet",
+        Manifest(name="u", architecture={"name": "unet", "args": {"widths": widths}}),
+        state_dict=build_network("unet", {"widths": widths}, 4, 1),
+    )
+    zip_path = pack_submission([model], tmp_path / "u.zip", tta="flips").path
+    result = run_local(zip_path, test_root, tmp_path / "run", python=python, time_limit_s=300)
+    assert result.passed, result.problems
+    info = json.loads(result.run_json.read_text())
+    assert info["python"].startswith("3.9") and info["main_summary"]["n_fallback"] == 0
