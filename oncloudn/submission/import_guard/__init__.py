@@ -1,0 +1,1 @@
+"""The import guard run-local puts first on PYTHONPATH (its ``sitecustomize.py``)."""
