@@ -20,8 +20,6 @@ configs (e.g. distillation) extend :class:`TrainConfig` with new sections.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from oncloudn.errors import ConfigError
+from oncloudn.runtime.atomic import atomic_write_text
 
 T = TypeVar("T")
 
@@ -453,15 +452,6 @@ def load_config(
 def save_config(config: Any, path: str | Path) -> Path:
     """Write a config as YAML atomically (temp file + ``os.replace``) and return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    atomic_write_text(path, text)
     return path

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -128,23 +125,11 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 def _run_check(args: argparse.Namespace) -> int:
     from oncloudn.data.validate import check_dataset
+    from oncloudn.runtime.atomic import atomic_write_json
 
     report = check_dataset(args.root, split=args.split, max_chips=args.max_chips)
     print(report.format())
     if args.json:
-        _write_json(args.json, report.to_dict())
+        atomic_write_json(args.json, report.to_dict())
         print(f"report written to {args.json}")
     return 1 if report.has_structural_errors else 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)

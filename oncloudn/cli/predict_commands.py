@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 PREDICT_EPILOG = """\
@@ -67,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict and print a one-line summary; exit 0."""
     from oncloudn.inference.predictor import predict_folder
+    from oncloudn.runtime.atomic import atomic_write_json
 
     summary = predict_folder(
         args.model_dir,
@@ -89,5 +89,5 @@ def run_predict(args: argparse.Namespace) -> int:
     for chip_id, reason in list(summary["failed"].items())[:10]:
         print(f"  fallback {chip_id}: {reason}")
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(args.json, summary)
     return 0

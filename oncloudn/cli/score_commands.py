@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_score(args: argparse.Namespace) -> int:
     """Score, print, and optionally write JSON and record the run."""
+    from oncloudn.runtime.atomic import atomic_write_json
     from oncloudn.scoring.report import score_folders
 
     report = score_folders(
@@ -118,7 +116,7 @@ def run_score(args: argparse.Namespace) -> int:
     )
     print(report.format(worst=args.worst))
     if args.json:
-        _write_json_atomic(args.json, report.to_dict())
+        atomic_write_json(args.json, report.to_dict())
         print(f"\nreport written to {args.json}")
     if args.record:
         from oncloudn.scoring.leaderboard import default_db_path, load_run_info, record_run
@@ -130,19 +128,6 @@ def run_score(args: argparse.Namespace) -> int:
         run_id = record_run(db_path, report, info)
         print(f"\nrecorded as run #{run_id} in {db_path}")
     return 0
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
 
 
 def run_leaderboard(args: argparse.Namespace) -> int:

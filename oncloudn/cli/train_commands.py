@@ -139,6 +139,7 @@ def _register_flag_labels(subparsers: argparse._SubParsersAction) -> None:
 def run_flag_labels(args: argparse.Namespace) -> int:
     """Rank chips, write the CSV, print the top rows."""
     from oncloudn.data.chips import DatasetPaths
+    from oncloudn.runtime.atomic import atomic_write_text
     from oncloudn.training.flag_labels import flag_labels, load_predictions, write_flags
 
     paths = DatasetPaths(args.data_root, args.split)
@@ -150,10 +151,7 @@ def run_flag_labels(args: argparse.Namespace) -> int:
     if args.exclude_out is not None:
         text = "# chips flagged by oncloudn flag-labels; review before excluding\n"
         text += "".join(f"{chip_id}\n" for chip_id in top["chip_id"])
-        tmp = args.exclude_out.with_name(f".{args.exclude_out.name}.tmp")
-        args.exclude_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, args.exclude_out)
+        atomic_write_text(args.exclude_out, text)
     print(top.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     inverted = int(frame["likely_inverted"].sum())
     print(f"{len(frame)} chips ranked ({inverted} likely inverted) -> {args.out}")

@@ -65,6 +65,23 @@ class DatasetPaths:
         return self.labels_dir / f"{chip_id}.tif"
 
 
+def read_str_csv(path: Path, name: str) -> pd.DataFrame:
+    """Read a CSV with every column as ``str`` and no NA guessing (ids like ``0000`` stay).
+
+    Raises:
+        DataError: ``"<name>: cannot be read as CSV (...)"``.
+    """
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{name}: cannot be read as CSV ({error})") from None
+
+
+def duplicate_chip_ids(frame: pd.DataFrame) -> list[str]:
+    """Up to five ``chip_id`` values listed more than once, sorted (empty when none)."""
+    return sorted(frame.loc[frame["chip_id"].duplicated(), "chip_id"].unique())[:5]
+
+
 def read_metadata(
     path: str | Path, required: tuple[str, ...] = REQUIRED_METADATA_COLUMNS
 ) -> pd.DataFrame:
@@ -76,18 +93,15 @@ def read_metadata(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"metadata CSV {path} does not exist")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read as CSV ({error})") from None
+    frame = read_str_csv(path, str(path))
     missing = [column for column in required if column not in frame.columns]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {missing}; found {list(frame.columns)}. "
             "Expected at least chip_id (and location, datetime for train/test metadata)"
         )
-    if frame["chip_id"].duplicated().any():
-        duplicates = sorted(frame.loc[frame["chip_id"].duplicated(), "chip_id"].unique())[:5]
+    duplicates = duplicate_chip_ids(frame)
+    if duplicates:
         raise DataError(f"{path}: duplicate chip_id values, e.g. {duplicates}")
     return frame
 

@@ -8,15 +8,15 @@ to the fold with the fewest chips so far. The same chips and seed always give th
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from oncloudn.data.chips import duplicate_chip_ids, read_str_csv
 from oncloudn.errors import DataError
+from oncloudn.hashing import sha256_file
+from oncloudn.runtime.atomic import atomic_path
 
 FOLD_COLUMNS = ("chip_id", "location", "fold")
 
@@ -45,8 +45,8 @@ def assign_folds(chips: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> pd.Dat
     if n_folds < 2:
         raise DataError(f"n_folds must be at least 2 (got {n_folds})")
     frame = chips[["chip_id", "location"]].astype(str).reset_index(drop=True)
-    if frame["chip_id"].duplicated().any():
-        duplicates = sorted(frame.loc[frame["chip_id"].duplicated(), "chip_id"].unique())[:5]
+    duplicates = duplicate_chip_ids(frame)
+    if duplicates:
         raise DataError(f"duplicate chip ids cannot be split into folds, e.g. {duplicates}")
     sizes = frame.groupby("location").size()
     if len(sizes) < n_folds:
@@ -72,15 +72,8 @@ def save_folds(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a folds frame as CSV ``chip_id,location,fold`` atomically; returns the path."""
     path = Path(path)
     _check_columns(frame, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            frame[list(FOLD_COLUMNS)].to_csv(stream, index=False, lineterminator="\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
+    with atomic_path(path) as temp, open(temp, "w", newline="", encoding="utf-8") as stream:
+        frame[list(FOLD_COLUMNS)].to_csv(stream, index=False, lineterminator="\n")
     return path
 
 
@@ -94,10 +87,7 @@ def load_folds(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"folds file {path} does not exist; make one with save_folds")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"folds file {path}: cannot be read as CSV ({error})") from None
+    frame = read_str_csv(path, f"folds file {path}")
     _check_columns(frame, path)
     try:
         frame["fold"] = frame["fold"].astype(int)
@@ -106,19 +96,15 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         raise DataError(f"folds file {path}: fold values must be integers, found {bad}") from None
     if (frame["fold"] < 0).any():
         raise DataError(f"folds file {path}: fold values must be >= 0")
-    if frame["chip_id"].duplicated().any():
-        duplicates = sorted(frame.loc[frame["chip_id"].duplicated(), "chip_id"].unique())[:5]
+    duplicates = duplicate_chip_ids(frame)
+    if duplicates:
         raise DataError(f"folds file {path}: chip ids listed twice, e.g. {duplicates}")
     return frame[list(FOLD_COLUMNS)]
 
 
 def folds_hash(path: str | Path) -> str:
     """SHA-256 hex digest of a folds file's bytes (recorded in model folders' provenance)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _check_columns(frame: pd.DataFrame, path: Path) -> None:

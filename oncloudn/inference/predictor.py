@@ -148,7 +148,7 @@ class _Writer:
     def fallback(self, item: ChipItem, reason: str) -> None:
         logger.warning("chip %s: %s; writing the fallback mask", item.chip_id, reason)
         self.failed[item.chip_id] = reason
-        mask = fallback_mask(os.path.join(self.features_dir, item.chip_id), self.bands)
+        mask = fallback_mask(os.path.join(self.features_dir, item.chip_id))
         self.write(item, None, mask)
 
 

@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
 from oncloudn.errors import ConfigError
+from oncloudn.hashing import sha256_file
+from oncloudn.runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from oncloudn.runtime.manifest import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
@@ -49,24 +48,6 @@ METRICS_NAME = "metrics.json"
 MEMBER_PREFIX = "member_"
 PROVENANCE_PACKAGES = ("torch", "numpy", "segmentation_models_pytorch", "oncloudn")
 MODEL_FILES = (MANIFEST_NAME, CONFIG_NAME, METRICS_NAME)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(handle)`` into a temporary sibling, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def _plain(value: Any) -> Any:
@@ -118,21 +99,6 @@ def package_versions(names: Sequence[str] = PROVENANCE_PACKAGES) -> dict[str, st
     return versions
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    try:
-        from oncloudn.data.folds import folds_hash
-    except ImportError:
-        folds_hash = None
-    if folds_hash is not None:
-        return folds_hash(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_provenance(
     folds_path: str | os.PathLike | None = None, training_data: Any = None
 ) -> dict[str, Any]:
@@ -150,7 +116,7 @@ def build_provenance(
         if not Path(folds_path).is_file():
             raise ConfigError(f"folds file {folds_path} does not exist; pass the folds CSV used")
         provenance["folds_file"] = Path(folds_path).name
-        provenance["folds_sha256"] = file_sha256(folds_path)
+        provenance["folds_sha256"] = sha256_file(folds_path)
     if training_data is not None:
         provenance["training_data"] = _plain(training_data)
     return provenance
@@ -182,7 +148,8 @@ def _cpu_state_dict(state_dict: Mapping[str, Any] | torch.nn.Module) -> dict[str
 def save_weights(path: Path, state_dict: Mapping[str, Any] | torch.nn.Module) -> Path:
     """Save a network state dict (CPU tensors, zip format read by torch 1.6+) atomically."""
     plain = _cpu_state_dict(state_dict)
-    _atomic_write(Path(path), lambda stream: torch.save(plain, stream))
+    with atomic_path(path) as temp, open(temp, "wb") as stream:
+        torch.save(plain, stream)
     return Path(path)
 
 
@@ -231,10 +198,10 @@ def save_model_folder(
         save_weights(weights_path, state_dict)
     if config is not None:
         text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
-        _write_text(folder / CONFIG_NAME, text)
+        atomic_write_text(folder / CONFIG_NAME, text)
     if metrics is not None:
         manifest.metrics = _plain(dict(metrics))
-        _write_text(folder / METRICS_NAME, json.dumps(manifest.metrics, indent=2) + "\n")
+        atomic_write_json(folder / METRICS_NAME, manifest.metrics)
     write_manifest(str(folder), manifest)
     logger.info("saved model folder %s (%s, %s)", folder, manifest.kind, manifest.name)
     return folder

@@ -6,14 +6,15 @@ never clipped here; 0 in every band marks nodata.
 """
 
 import os
-import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+from .atomic import atomic_path
 from .errors import (
     ChipFormatError,
     ChipNotFoundError,
@@ -154,14 +155,13 @@ def write_mask(
 ) -> None:
     """Write a uint8 ``[H, W]`` mask as an uncompressed single-band GeoTIFF, atomically.
 
-    The file is written to a temporary name in a private temporary folder beside the target
-    and renamed into place, so a crash never leaves a partial file, nor an extra file in the
-    target folder. PIL and tifffile both read the result.
+    The file is written to a hidden temporary sibling and renamed into place
+    (:func:`oncloudn.runtime.atomic.atomic_path`), so a crash never leaves a partial file,
+    nor an extra file in the target folder. PIL and tifffile both read the result.
     """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
-    directory = os.path.dirname(os.path.abspath(path))
     profile = {
         "driver": "GTiff",
         "height": mask.shape[0],
@@ -175,7 +175,7 @@ def write_mask(
         profile["crs"] = crs
     if transform is not None:
         profile["transform"] = transform
-    _atomic_raster_write(path, directory, mask, profile)
+    _atomic_raster_write(path, mask, profile)
 
 
 def write_probability(path: str, probability: np.ndarray, crs=None, transform=None) -> None:
@@ -193,26 +193,13 @@ def write_probability(path: str, probability: np.ndarray, crs=None, transform=No
         profile["crs"] = crs
     if transform is not None:
         profile["transform"] = transform
-    _atomic_raster_write(path, os.path.dirname(os.path.abspath(path)), probability, profile)
+    _atomic_raster_write(path, probability, profile)
 
 
-def _atomic_raster_write(path: str, directory: str, array: np.ndarray, profile: dict) -> None:
-    os.makedirs(directory, exist_ok=True)
-    # A hidden sibling folder keeps the temporary file out of the prediction folder's listing
-    # and on the same filesystem, so the final rename is atomic.
-    temp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
-    temp_path = os.path.join(temp_dir, os.path.basename(path))
-    try:
-        import warnings
-
-        from rasterio.errors import NotGeoreferencedWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(temp_path, "w", **profile) as dst:
-                dst.write(array, 1)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        os.rmdir(temp_dir)
+def _atomic_raster_write(path: str, array: np.ndarray, profile: dict) -> None:
+    # The hidden temporary sibling stays out of the prediction folder's listing, is on the
+    # same filesystem (the final rename is atomic) and is removed if the write fails.
+    with atomic_path(path) as temp_path, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(temp_path, "w", **profile) as dst:
+            dst.write(array, 1)

@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from .atomic import atomic_write_json
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.pt"
@@ -185,11 +187,6 @@ def read_manifest(folder: str) -> Manifest:
 
 def write_manifest(folder: str, manifest: Manifest) -> str:
     """Write ``<folder>/manifest.json`` atomically and return its path."""
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MANIFEST_NAME)
-    temp_path = path + ".tmp"
-    with open(temp_path, "w", encoding="utf-8") as handle:
-        json.dump(manifest.to_dict(), handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(temp_path, path)
+    atomic_write_json(path, manifest.to_dict())
     return path

@@ -102,6 +102,13 @@ class PredictableModel(nn.Module):
         """TTA merge of the manifest (``probability`` without one)."""
         return self.manifest.tta_merge if self.manifest is not None else "probability"
 
+    def tta_settings(
+        self, views: Optional[Sequence[str]] = None, merge: Optional[str] = None
+    ) -> tuple[list[str], str]:
+        """TTA views and merge to run: the given ones, else the manifest's."""
+        views = resolve_views(views) if views is not None else self.default_views()
+        return views, merge or self.default_merge()
+
     def predict_proba(
         self,
         raw: torch.Tensor,
@@ -115,9 +122,9 @@ class PredictableModel(nn.Module):
             views: TTA views overriding the manifest's (e.g. fewer under a time budget).
             merge: ``probability`` or ``logit``, overriding the manifest's.
         """
-        views = resolve_views(views) if views is not None else self.default_views()
+        views, merge = self.tta_settings(views, merge)
         with torch.no_grad():
-            return predict_with_tta(self.forward, raw, views, merge or self.default_merge())
+            return predict_with_tta(self.forward, raw, views, merge)
 
 
 class CloudModel(PredictableModel):
@@ -305,8 +312,7 @@ class EnsembleModel(PredictableModel):
         merge: Optional[str] = None,
     ) -> torch.Tensor:
         """Weighted mean over members of their probability under the ensemble's TTA."""
-        views = resolve_views(views) if views is not None else self.default_views()
-        merge = merge or self.default_merge()
+        views, merge = self.tta_settings(views, merge)
         total = None
         with torch.no_grad():
             for index, (member, weight) in enumerate(zip(self.members, self.weights)):

@@ -75,16 +75,16 @@ def _read_band_quietly(chip_dir: str, band: str) -> Optional[np.ndarray]:
     return array if array.shape == (CHIP_SIZE, CHIP_SIZE) else None
 
 
-def fallback_mask(chip_dir: str, bands: Sequence[str] = BANDS) -> np.ndarray:
+def fallback_mask(chip_dir: str) -> np.ndarray:
     """A valid 512 x 512 uint8 mask for a chip the model cannot handle.
 
     The threshold rule on the bands that can be read: it needs B02, B03 and B04; a missing
     B08 is replaced by B04 (which passes the NIR-ratio test). With fewer bands, or on any
-    error, the mask is all zeros (clear). Nodata pixels are 0.
+    error, the mask is all zeros (clear). Nodata pixels are 0. It reads the rule's own bands
+    whatever the model's bands are.
 
     Args:
         chip_dir: The chip's folder.
-        bands: Unused beyond the rule's own bands; kept for symmetry with ``read_bands``.
     """
     arrays = {band: _read_band_quietly(chip_dir, band) for band in THRESHOLD_BANDS}
     if any(arrays[band] is None for band in THRESHOLD_BANDS[:3]):
@@ -149,7 +149,7 @@ class _Run:
         self.failed[chip_id] = reason
         self.n_fallback += 1
         chip_dir = os.path.join(self.features_dir, chip_id)
-        self.write(chip_id, fallback_mask(chip_dir, self.bands), _profile_quietly(chip_dir))
+        self.write(chip_id, fallback_mask(chip_dir), _profile_quietly(chip_dir))
 
 
 def _profile_quietly(chip_dir: str) -> Optional[dict]:
@@ -290,7 +290,7 @@ def _fallback_batch(run: _Run, batch: list[str]) -> None:
     for chip_id in batch:
         run.n_fallback += 1
         chip_dir = os.path.join(run.features_dir, chip_id)
-        run.write(chip_id, fallback_mask(chip_dir, run.bands), _profile_quietly(chip_dir))
+        run.write(chip_id, fallback_mask(chip_dir), _profile_quietly(chip_dir))
 
 
 def _log_progress(run: _Run, total: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,6 +360,7 @@ def score_folders(
     seed: int = 0,
     alpha: float = 0.05,
     progress: bool = True,
+    checked_chip_ids: Iterable[str] | None = None,
 ) -> ScoreReport:
     """Check a predictions folder against the runtime's rules, then score it.
 
@@ -378,6 +379,9 @@ def score_folders(
         seed: Seed of the interval.
         alpha: 1 - confidence level of the interval.
         progress: Show tqdm bars.
+        checked_chip_ids: Chips for which the caller already found the folder free of
+            problems (``oncloudn.submission.checks``); when the labels name exactly these
+            chips the checks are not run again.
 
     Raises:
         SubmissionError: The predictions break a runtime rule (offenders listed).
@@ -387,7 +391,8 @@ def score_folders(
         raise DataError(f"n_bootstrap must be >= 0 (0 disables the interval), got {n_bootstrap}")
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     chip_ids = label_chip_ids(label_dir)
-    assert_valid_predictions(pred_dir, chip_ids, progress=progress)
+    if checked_chip_ids is None or set(checked_chip_ids) != set(chip_ids):
+        assert_valid_predictions(pred_dir, chip_ids, progress=progress)
     if metadata_csv is None:
         metadata_csv = default_metadata_path(label_dir)
         if metadata_csv is not None:

@@ -17,7 +17,6 @@ temporary file and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -29,12 +28,14 @@ from pathlib import Path
 
 from oncloudn import __version__
 from oncloudn.errors import ConfigError, SubmissionError
+from oncloudn.hashing import sha256_file
 from oncloudn.models.folder import (
     copy_model_folder,
     make_ensemble_folder,
     model_files,
     read_model_manifest,
 )
+from oncloudn.runtime.atomic import atomic_path
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -265,15 +266,6 @@ def _write_zip(path: Path, items: list[tuple[str, Path | str]]) -> None:
             archive.writestr(info, data)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pack_submission(
     model_dirs: Sequence[str | os.PathLike],
     out_zip: str | os.PathLike,
@@ -324,9 +316,8 @@ def pack_submission(
         if problems:
             raise SubmissionError("cannot pack: " + "; ".join(problems))
         summary = describe_model_folder(model_dir)
-        temp_zip = Path(staging) / "submission.zip"
-        _write_zip(temp_zip, items)
-        os.replace(temp_zip, out_zip)
+        with atomic_path(out_zip) as temp_zip:
+            _write_zip(Path(temp_zip), items)
         shutil.rmtree(model_dir, ignore_errors=True)
     return describe_zip(out_zip, model=summary)
 

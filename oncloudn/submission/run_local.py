@@ -18,7 +18,6 @@ install``) goes first on ``PYTHONPATH`` when installed. Python and torch are the
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import os
 import platform
@@ -33,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from oncloudn.errors import DataError, SubmissionError
+from oncloudn.hashing import sha256_file
+from oncloudn.runtime.atomic import atomic_write_json
 from oncloudn.runtime.chipio import list_chip_ids
-from oncloudn.submission.pack import check_zip_entries, sha256_file
+from oncloudn.submission.pack import check_zip_entries
 from oncloudn.submission.runtime_env import runtime_python, runtime_smp_dir, runtime_smp_version
 
 logger = logging.getLogger(__name__)
@@ -315,12 +316,6 @@ def _python_version(python: str) -> str:
     return result.stdout.strip() or "unknown"
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
 def _model_summary(code_dir: Path) -> dict[str, Any]:
     from oncloudn.models.folder import describe_model_folder
 
@@ -334,12 +329,17 @@ def _model_summary(code_dir: Path) -> dict[str, Any]:
         return {"error": str(error)}
 
 
-def _score(predictions_dir: Path, labels_dir: Path, data_root: Path) -> Any:
+def _score(
+    predictions_dir: Path, labels_dir: Path, data_root: Path, checked_chip_ids: list[str]
+) -> Any:
     from oncloudn.scoring.report import score_folders
 
     metadata = data_root / "test_metadata.csv"
     return score_folders(
-        predictions_dir, labels_dir, metadata_csv=metadata if metadata.is_file() else None
+        predictions_dir,
+        labels_dir,
+        metadata_csv=metadata if metadata.is_file() else None,
+        checked_chip_ids=checked_chip_ids,
     )
 
 
@@ -387,9 +387,13 @@ def _score_and_record(
     record: bool,
     db_path: str | os.PathLike | None,
     name: str | None,
+    checked_chip_ids: list[str],
 ) -> None:
-    """Score the predictions into ``result`` and ``info``; record them when asked."""
-    report = _score(result.predictions_dir, labels_dir, data_root)
+    """Score the predictions into ``result`` and ``info``; record them when asked.
+
+    ``checked_chip_ids`` passed the runtime checks already; they are not checked again.
+    """
+    report = _score(result.predictions_dir, labels_dir, data_root, checked_chip_ids)
     result.score = report
     result.scores = _score_summary(report)
     info["scores"] = result.scores
@@ -468,7 +472,7 @@ def run_local(
     try:
         returncode, wall_s = run_main(python, code_dir, env, log_path, time_limit_s)
     except SubmissionError as error:
-        _write_json(run_json, {**info, "returncode": None, "error": str(error)})
+        atomic_write_json(run_json, {**info, "returncode": None, "error": str(error)}, default=str)
         raise
     info.update(
         returncode=returncode,
@@ -480,7 +484,7 @@ def run_local(
             f"main.py exited with status {returncode} after {wall_s:.1f} s; last lines of "
             f"{log_path}:\n{log_tail(log_path)}"
         )
-        _write_json(run_json, {**info, "error": message})
+        atomic_write_json(run_json, {**info, "error": message}, default=str)
         raise SubmissionError(message)
     problems = check_prediction_folder(predictions_dir, chip_ids)
     problems += model_load_problems(log_path)
@@ -502,7 +506,7 @@ def run_local(
         logger.warning("not scoring: the run has problems (see %s)", run_json)
     elif labels_dir is not None:
         _score_and_record(
-            result, info, Path(labels_dir).resolve(), data_root, record, db_path, name
+            result, info, Path(labels_dir).resolve(), data_root, record, db_path, name, chip_ids
         )
-    _write_json(run_json, info)
+    atomic_write_json(run_json, info, default=str)
     return result

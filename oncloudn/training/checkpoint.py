@@ -8,14 +8,14 @@ replays exactly the epochs the uninterrupted run would have.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from oncloudn.runtime.atomic import atomic_path
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -56,16 +56,8 @@ def derive_seed(*values: int) -> int:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Save a checkpoint dict atomically (temporary sibling + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    with atomic_path(path) as temp, open(temp, "wb") as stream:
+        torch.save(state, stream)
     return path
 
 

@@ -12,8 +12,6 @@ ties broken by the cloud-fraction difference.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tqdm import tqdm
 
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
 from oncloudn.errors import DataError
+from oncloudn.runtime.atomic import atomic_path
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training.oof import read_oof, read_oof_folder
 
@@ -163,14 +162,6 @@ def load_predictions(
 def write_flags(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the ranking as CSV atomically (first column ``chip_id``: usable as exclude list)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            frame.to_csv(stream, index=False, float_format="%.4f", lineterminator="\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    with atomic_path(path) as temp, open(temp, "w", newline="", encoding="utf-8") as stream:
+        frame.to_csv(stream, index=False, float_format="%.4f", lineterminator="\n")
     return path

@@ -7,14 +7,13 @@ and post-processing can be tuned on chips no model saw in training.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from oncloudn.errors import DataError
+from oncloudn.runtime.atomic import atomic_path
 
 OOF_DIR = "oof"
 SCALE = 255.0
@@ -33,20 +32,12 @@ def encode_probability(probability: np.ndarray) -> np.ndarray:
 def write_oof(path: str | Path, probabilities: Mapping[str, np.ndarray]) -> Path:
     """Write ``{chip_id: probability [H, W]}`` as a compressed uint8 ``.npz``, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         chip_id: value if value.dtype == np.uint8 else encode_probability(value)
         for chip_id, value in probabilities.items()
     }
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    with atomic_path(path) as temp, open(temp, "wb") as stream:
+        np.savez_compressed(stream, **arrays)
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
+from toydata import write_tif
 
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip, read_metadata
 from oncloudn.errors import (
@@ -21,21 +21,6 @@ from oncloudn.errors import (
     MissingLabelError,
 )
 from oncloudn.runtime.chipio import read_bands, read_label
-
-
-def write_tif(path: Path, array: np.ndarray) -> None:
-    """Overwrite ``path`` with a single-band GeoTIFF of ``array``."""
-    profile = {
-        "driver": "GTiff",
-        "height": array.shape[0],
-        "width": array.shape[1],
-        "count": 1,
-        "dtype": str(array.dtype),
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 4000000, 10, 10),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
 
 
 def _copy(root: Path, tmp_path: Path) -> DatasetPaths:

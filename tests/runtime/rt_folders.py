@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -12,6 +13,20 @@ from oncloudn.runtime.model import threshold_manifest
 from oncloudn.runtime.unet import UNet
 
 TINY_WIDTHS = [4, 8]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_vendored_code(zip_root: Path) -> Path:
+    """main.py + oncloudn/__init__.py + oncloudn/runtime/ in ``zip_root``, as in the zip."""
+    (zip_root / "oncloudn").mkdir(parents=True)
+    shutil.copy(REPO / "submission" / "main.py", zip_root / "main.py")
+    shutil.copy(REPO / "oncloudn" / "__init__.py", zip_root / "oncloudn" / "__init__.py")
+    shutil.copytree(
+        REPO / "oncloudn" / "runtime",
+        zip_root / "oncloudn" / "runtime",
+        ignore=shutil.ignore_patterns("__pycache__", "*.toml"),
+    )
+    return zip_root
 
 
 def make_unet_folder(folder: Path, seed: int = 0, **fields) -> Path:

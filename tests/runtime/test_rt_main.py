@@ -1,7 +1,6 @@
 """submission/main.py run as a subprocess, from the repo and from a vendored zip-like layout."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from rt_folders import make_threshold_folder, make_unet_folder
+from rt_folders import make_threshold_folder, make_unet_folder, make_vendored_code
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "submission" / "main.py"
@@ -88,15 +87,7 @@ def test_vendored_layout_runs_without_the_rest_of_the_package(
     test_data: Path, tmp_path: Path
 ) -> None:
     """main.py + oncloudn/__init__.py + oncloudn/runtime/ + model/, as in submission.zip."""
-    zip_root = tmp_path / "codeexecution"
-    (zip_root / "oncloudn").mkdir(parents=True)
-    shutil.copy(MAIN, zip_root / "main.py")
-    shutil.copy(REPO / "oncloudn" / "__init__.py", zip_root / "oncloudn" / "__init__.py")
-    shutil.copytree(
-        REPO / "oncloudn" / "runtime",
-        zip_root / "oncloudn" / "runtime",
-        ignore=shutil.ignore_patterns("__pycache__", "*.toml"),
-    )
+    zip_root = make_vendored_code(tmp_path / "codeexecution")
     make_unet_folder(zip_root / "model")
     predictions = tmp_path / "predictions"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONCLOUDN_")}

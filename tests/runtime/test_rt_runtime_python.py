@@ -14,7 +14,6 @@ there; its masks must equal those of today's stack (up to a few pixels at the th
 """
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,14 +21,13 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from rt_folders import make_threshold_folder, make_unet_folder
+from rt_folders import make_threshold_folder, make_unet_folder, make_vendored_code
 
 from oncloudn.runtime.manifest import ChipRules, Manifest, PostprocessSpec, write_manifest
 from oncloudn.runtime.model import load_model
 from oncloudn.runtime.networks import build_network
 from oncloudn.runtime.predict import predict_chips
 
-REPO = Path(__file__).resolve().parents[2]
 RUNTIME_PYTHON = os.environ.get("ONCLOUDN_RUNTIME_PYTHON")
 
 
@@ -67,15 +65,7 @@ def test_main_under_the_runtime_interpreter(toy_root: Path, tmp_path: Path) -> N
     (toy_root / "train_features").rename(toy_root / "test_features")
     features = toy_root / "test_features"
     (features / "abcd" / "B08.tif").unlink()
-    zip_root = tmp_path / "codeexecution"
-    (zip_root / "oncloudn").mkdir(parents=True)
-    shutil.copy(REPO / "submission" / "main.py", zip_root / "main.py")
-    shutil.copy(REPO / "oncloudn" / "__init__.py", zip_root / "oncloudn" / "__init__.py")
-    shutil.copytree(
-        REPO / "oncloudn" / "runtime",
-        zip_root / "oncloudn" / "runtime",
-        ignore=shutil.ignore_patterns("__pycache__", "*.toml"),
-    )
+    zip_root = make_vendored_code(tmp_path / "codeexecution")
     _ensemble(zip_root / "model")
     expected = tmp_path / "expected"
     predict_chips(load_model(str(zip_root / "model")), str(features), str(expected))

@@ -102,6 +102,31 @@ def test_refuses_invalid_predictions(toy_root, tmp_path):
     assert "abcd.tif: values other than 0 and 1" in str(caught.value)
 
 
+def test_checks_already_done_are_not_repeated(toy_root, tmp_path, monkeypatch):
+    import oncloudn.scoring.report as report_module
+
+    labels = read_labels(toy_root)
+    pred_dir = write_preds(tmp_path / "predictions", labels)
+    calls = []
+    checks = report_module.assert_valid_predictions
+    monkeypatch.setattr(
+        report_module,
+        "assert_valid_predictions",
+        lambda *args, **kwargs: calls.append(args) or checks(*args, **kwargs),
+    )
+    label_dir = toy_root / "train_labels"
+    plain = score_folders(pred_dir, label_dir, n_bootstrap=0, progress=False)
+    assert len(calls) == 1
+    same = score_folders(
+        pred_dir, label_dir, n_bootstrap=0, progress=False, checked_chip_ids=sorted(labels)
+    )
+    assert len(calls) == 1 and same.jaccard == plain.jaccard == 1.0
+    score_folders(
+        pred_dir, label_dir, n_bootstrap=0, progress=False, checked_chip_ids=sorted(labels)[1:]
+    )
+    assert len(calls) == 2
+
+
 def test_ignore_value_and_empty_union():
     label = np.zeros((512, 512), np.uint8)
     label[:10] = 255
