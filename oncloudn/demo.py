@@ -31,11 +31,6 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def _timed(step: str):
-    logger.info("demo: %s", step)
-    return time.perf_counter()
-
-
 def run_demo(
     out_dir: str | Path,
     chips: int = 24,
@@ -76,7 +71,7 @@ def run_demo(
     result = DemoResult(out_dir=out_dir)
     db_path = out_dir / "leaderboard.sqlite"
 
-    _timed("generating sample data")
+    logger.info("demo: generating sample data")
     data_root = generate_sample_dataset(
         out_dir / "data", chips=chips, test_chips=test_chips, seed=seed, force=True
     )
@@ -87,11 +82,11 @@ def run_demo(
 
     model_dirs = {"threshold": make_threshold_folder(out_dir / "models" / "threshold")}
     if train:
-        _timed("training a tiny U-Net")
+        logger.info("demo: training a tiny U-Net")
         model_dirs["tiny-unet"] = _train_tiny_unet(data_root, out_dir / "models", seed, epochs)
 
     for name, model_dir in model_dirs.items():
-        _timed(f"packing and running {name}")
+        logger.info("demo: packing and running %s", name)
         zip_path = out_dir / f"submission-{name}.zip"
         pack_submission([model_dir], zip_path, force=True)
         run = run_local(
