@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 PACK_EPILOG = """\
@@ -21,12 +22,25 @@ examples:
 RUN_LOCAL_EPILOG = """\
 DATA_ROOT is laid out like the runtime's /codeexecution/data: test_features/<chip_id>/B0X.tif
 and test_metadata.csv. OUT must be new or empty (--force replaces an earlier run-local
-output). main.py runs as `python main.py` in OUT/codeexecution with the data read-only, no
-network, a time limit and an import guard that refuses packages the runtime lacks,
-onnxruntime, and an oncloudn not carried by the zip. The runtime's smp 0.2.1 is used when
-installed (`oncloudn runtime-env install`). Then the runtime's checks run on
-OUT/predictions, and OUT/run.json records the zip hash, model, timings and checks.
-With --labels the predictions are scored; --record adds the score to the leaderboard.
+output). main.py runs as `python main.py` in OUT/codeexecution with a time limit, the
+runtime's smp 0.2.1 when installed (`oncloudn runtime-env install`), and the runtime Python
+3.9 + torch 1.8 when built (`oncloudn runtime-env install-python`) or given with --python.
+Then the runtime's checks run on OUT/predictions, and OUT/run.json records the zip hash,
+model, timings and checks. With --labels the predictions are scored; --record adds the
+score to the leaderboard.
+
+What run-local is NOT: a sandbox. Its guards are Python-level checks that catch honest
+mistakes, and code that means to can get past each of them:
+  imports   an import hook refuses modules the runtime lacks, onnxruntime/openvino and an
+            installed oncloudn when the zip's own code imports them plainly;
+  network   Python's socket.connect is patched to refuse connections (raw sockets,
+            subprocesses and other tricks are not stopped);
+  data      by default test_features is a symlink to YOUR data: a main.py can change your
+            files, and a write is only detected afterwards by size and modification time.
+            With --copy-data main.py gets a copy (read-only by file permissions, which
+            root ignores) and no path to your data; it still runs as you, so nothing
+            stops code that goes looking for your files elsewhere on the disk.
+Run only zips you trust, and zips you did not write with --copy-data.
 Exit status: 0 when the checks pass, 1 when they fail, 2 when main.py fails or times out.
 
 examples:
@@ -35,17 +49,27 @@ examples:
   oncloudn run-local submission.zip data runs/local --time-limit 600 --force"""
 
 RUNTIME_ENV_EPILOG = """\
-The competition runtime has segmentation-models-pytorch 0.2.1 (timm 0.4.12,
-pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3). `install` puts them, without
-dependencies, in a separate folder (default: <repo>/.runtime-smp in a checkout, else
-~/.oncloudn/runtime-smp; $ONCLOUDN_RUNTIME_SMP overrides the lookup). run-local and the
-parity tests put that folder first on PYTHONPATH. `install-python` creates a Python 3.9 +
-torch 1.8.0 environment (~/.oncloudn/runtime-py39, or $ONCLOUDN_RUNTIME_PYTHON) that
-run-local then uses to run main.py on the runtime's versions.
+Two environments with the competition runtime's versions, each built from an exact pinned
+package list, stamped with that list's key and smoke-tested (import the stack, build the
+verified smp networks, one forward pass) before use; an install reuses an up-to-date one and
+rebuilds anything else from nothing (--fresh always rebuilds).
+
+install         smp 0.2.1, timm 0.4.12, pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3,
+                munch, six (no dependencies) into <repo>/.runtime-smp in a checkout, else
+                ~/.oncloudn/runtime-smp ($ONCLOUDN_RUNTIME_SMP overrides the lookup).
+                run-local and the parity tests put it first on PYTHONPATH.
+install-python  a Python 3.9 environment with torch 1.8.0, torchvision 0.9.0, numpy 1.20.3,
+                scipy 1.7.1, rasterio 1.2.6, scikit-image 0.18.2, albumentations 1.0.3,
+                pandas 1.2.5, pillow 8.2.0, tifffile 2021.8.8, smp 0.2.1 ... (CPU) in
+                ~/.cache/oncloudn/runtime-py39-<key>; run-local then runs main.py with it
+                ($ONCLOUDN_RUNTIME_PYTHON names another interpreter). The Python 3.9 is
+                found on PATH or in pyenv (~/.pyenv/versions/3.9*), or given with --base.
 
 examples:
   oncloudn runtime-env install
-  oncloudn runtime-env install --target /opt/runtime-smp
+  oncloudn runtime-env install --fresh --target /opt/runtime-smp
+  oncloudn runtime-env install-python
+  oncloudn runtime-env install-python --if-available    # no Python 3.9: say so, exit 0
   oncloudn runtime-env install-python --base ~/.pyenv/versions/3.9.18/bin/python
   oncloudn runtime-env show"""
 
@@ -148,13 +172,15 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--copy-data",
         action="store_true",
-        help="copy test_features read-only instead of symlinking it",
+        help="give main.py a copy of test_features instead of a symlink to your data (use it "
+        "for zips you did not write)",
     )
     parser.add_argument(
         "--python",
         metavar="EXE",
         help="interpreter that runs main.py, e.g. a Python 3.9 + torch 1.8 environment to match "
-        "the runtime's versions (default: $ONCLOUDN_RUNTIME_PYTHON, else this one)",
+        "the runtime's versions (default: $ONCLOUDN_RUNTIME_PYTHON, else the environment of "
+        "`oncloudn runtime-env install-python` when built, else this one)",
     )
     parser.add_argument("--force", action="store_true", help="replace an earlier run in OUT")
     parser.set_defaults(func=run_run_local)
@@ -202,9 +228,10 @@ def run_run_local(args: argparse.Namespace) -> int:
 def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "runtime-env",
-        help="install or show the runtime's smp 0.2.1 (for run-local)",
-        description="Manage the competition runtime's segmentation-models-pytorch 0.2.1, "
-        "installed beside today's torch for run-local and parity tests.",
+        help="build or show the runtime's smp 0.2.1 and Python 3.9 + torch 1.8 (for run-local)",
+        description="Build the competition runtime's package versions for run-local and the "
+        "parity tests: smp 0.2.1 beside today's torch, and a Python 3.9 + torch 1.8.0 "
+        "environment.",
         epilog=RUNTIME_ENV_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -213,25 +240,34 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
         "install",
         help="pip install smp 0.2.1 and its pinned dependencies into a folder",
         description="pip install --no-deps --target DIR the runtime's smp 0.2.1, timm 0.4.12, "
-        "pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3 and munch.",
+        "pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3, munch and six, then smoke-test "
+        "them beside this interpreter's torch.",
     )
     install.add_argument(
         "--target", type=Path, help="folder (default: <repo>/.runtime-smp or ~/.oncloudn/...)"
     )
+    install.add_argument("--fresh", action="store_true", help="rebuild even when up to date")
     install.set_defaults(func=run_runtime_env_install)
     install_python = actions.add_parser(
         "install-python",
         help="create a Python 3.9 + torch 1.8 environment that run-local then uses",
-        description="Create a virtual environment with Python 3.9, torch 1.8.0, torchvision "
-        "0.9.0, numpy 1.20.3, scipy 1.7.1, rasterio 1.2.6, pillow 8.2.0 and tifffile "
-        "2021.8.8 (the runtime's versions, CPU). run-local uses it when it exists "
-        "(or when $ONCLOUDN_RUNTIME_PYTHON names an interpreter).",
+        description="Create a virtual environment with Python 3.9 and the runtime's versions "
+        "(torch 1.8.0, numpy 1.20.3, scipy 1.7.1, rasterio 1.2.6, smp 0.2.1, ...; CPU). "
+        "run-local uses it when it exists (or $ONCLOUDN_RUNTIME_PYTHON).",
     )
     install_python.add_argument(
-        "--target", type=Path, help="environment folder (default: ~/.oncloudn/runtime-py39)"
+        "--target",
+        type=Path,
+        help="environment folder (default: ~/.cache/oncloudn/runtime-py39-<key>)",
     )
     install_python.add_argument(
-        "--base", default="python3.9", help="a Python 3.9 interpreter (default: python3.9)"
+        "--base", help="a Python 3.9 interpreter (default: found on PATH or in pyenv)"
+    )
+    install_python.add_argument("--fresh", action="store_true", help="rebuild even when up to date")
+    install_python.add_argument(
+        "--if-available",
+        action="store_true",
+        help="where no Python 3.9 exists, say so and exit 0 (the runtime-Python tests skip)",
     )
     install_python.set_defaults(func=run_runtime_env_install_python)
     show = actions.add_parser("show", help="where the runtime smp and Python are")
@@ -239,21 +275,35 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_runtime_env_install(args: argparse.Namespace) -> int:
-    """Install and print the folder and versions."""
+    """Install (or reuse) and print the folder and versions."""
     from oncloudn.submission.runtime_env import install_runtime_smp, installed_versions
 
-    target = install_runtime_smp(args.target)
+    start = time.monotonic()
+    target = install_runtime_smp(args.target, fresh=args.fresh)
     versions = installed_versions(target)
-    print(f"installed into {target}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(
+        f"runtime smp ready in {target} ({time.monotonic() - start:.0f} s): "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
     return 0
 
 
 def run_runtime_env_install_python(args: argparse.Namespace) -> int:
-    """Create the environment and print its interpreter."""
-    from oncloudn.submission.runtime_env import install_runtime_python
+    """Create (or reuse) the environment and print its interpreter."""
+    from oncloudn.submission.runtime_env import find_python39, install_runtime_python
 
-    python = install_runtime_python(args.target, base_python=args.base)
-    print(f"runtime Python ready: {python} (run-local uses it by default from its default place)")
+    base = args.base or find_python39()
+    if base is None and args.if_available:
+        print(
+            "no Python 3.9 found (python3.9 on PATH or ~/.pyenv/versions/3.9*): the "
+            "runtime-Python tests will skip"
+        )
+        return 0
+    start = time.monotonic()
+    python = install_runtime_python(args.target, base_python=base, fresh=args.fresh)
+    print(f"runtime Python ready: {python} ({time.monotonic() - start:.0f} s)")
+    if args.target is not None:
+        print(f"run-local uses it with --python {python} or ONCLOUDN_RUNTIME_PYTHON={python}")
     return 0
 
 

@@ -40,6 +40,21 @@ def _build_unet(args: dict[str, Any], in_channels: int, out_channels: int) -> nn
     return UNet(in_channels=in_channels, out_channels=out_channels, **args)
 
 
+def _smp_import_hint(error: ImportError) -> str:
+    """Say which module is missing: smp itself, or a module the installed smp imports."""
+    missing = getattr(error, "name", None)
+    if missing is None or missing == "segmentation_models_pytorch":
+        return (
+            f"network 'smp' needs segmentation-models-pytorch ({error}); install it with `pip "
+            "install segmentation-models-pytorch`"
+        )
+    return (
+        "network 'smp': segmentation-models-pytorch is installed but cannot import the module "
+        f"{missing!r} it needs ({error}); install that package (for the runtime's smp 0.2.1 stack: "
+        "`oncloudn runtime-env install --fresh`)"
+    )
+
+
 def _build_smp(args: dict[str, Any], in_channels: int, out_channels: int) -> nn.Module:
     args = dict(args)
     arch = args.pop("arch", "Unet")
@@ -48,10 +63,7 @@ def _build_smp(args: dict[str, Any], in_channels: int, out_channels: int) -> nn.
     try:
         import segmentation_models_pytorch as smp
     except ImportError as error:
-        raise ImportError(
-            f"network 'smp' needs segmentation-models-pytorch ({error}); install it with "
-            "`pip install segmentation-models-pytorch`"
-        ) from None
+        raise ImportError(_smp_import_hint(error)) from None
     model_cls = getattr(smp, arch, None)
     if not isinstance(model_cls, type):
         raise ValueError(
