@@ -305,14 +305,16 @@ def install_runtime_smp(
 def find_python39() -> str | None:
     """A working Python 3.9 interpreter: ``python3.9`` on ``PATH``, else pyenv's, else None.
 
-    Each candidate is asked for its version (a pyenv shim whose version is not selected
-    fails that and is skipped).
+    Each candidate is asked for its version: a pyenv shim whose version is not selected fails
+    that and is skipped, and the pyenv root behind such a shim is searched instead.
     """
-    pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    candidates = [shutil.which("python3.9")]
-    candidates += sorted(
-        glob.glob(os.path.join(pyenv_root, "versions", "3.9*", "bin", "python3.9"))
-    )
+    on_path = shutil.which("python3.9")
+    roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]
+    if on_path and Path(on_path).parent.name == "shims":
+        roots.append(str(Path(on_path).parent.parent))
+    candidates = [on_path]
+    for root in dict.fromkeys(r for r in roots if r):
+        candidates += sorted(glob.glob(os.path.join(root, "versions", "3.9*", "bin", "python3.9")))
     candidates += ["/usr/bin/python3.9", "/usr/local/bin/python3.9"]
     for candidate in candidates:
         if candidate and _is_python39(candidate):

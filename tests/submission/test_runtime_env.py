@@ -115,7 +115,7 @@ def test_rebuild_refuses_a_folder_that_is_not_an_environment(tmp_path: Path) -> 
 def test_find_python39_skips_broken_shims(tmp_path: Path, monkeypatch) -> None:
     from oncloudn.submission.runtime_env import find_python39
 
-    shims = tmp_path / "shims"
+    shims = tmp_path / "pyenv" / "shims"
     shims.mkdir()
     shim = shims / "python3.9"
     shim.write_text("#!/bin/sh\necho 'pyenv: python3.9: command not found' >&2\nexit 127\n")
@@ -126,6 +126,9 @@ def test_find_python39_skips_broken_shims(tmp_path: Path, monkeypatch) -> None:
     real.chmod(0o755)
     monkeypatch.setenv("PATH", f"{shims}:/usr/bin:/bin")
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert find_python39() == str(real)
+    monkeypatch.delenv("PYENV_ROOT")  # found through the root behind the shim
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert find_python39() == str(real)
 
 
