@@ -116,7 +116,7 @@ def test_find_python39_skips_broken_shims(tmp_path: Path, monkeypatch) -> None:
     from oncloudn.submission.runtime_env import find_python39
 
     shims = tmp_path / "pyenv" / "shims"
-    shims.mkdir()
+    shims.mkdir(parents=True)
     shim = shims / "python3.9"
     shim.write_text("#!/bin/sh\necho 'pyenv: python3.9: command not found' >&2\nexit 127\n")
     shim.chmod(0o755)
