@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
-from oncloudn.runtime.chipio import list_chip_ids  # noqa: E402
+from oncloudn.runtime.chipio import CHIP_SIZE, list_chip_ids  # noqa: E402
 from oncloudn.runtime.model import load_model, threshold_model  # noqa: E402
 from oncloudn.runtime.predict import __file__ as predict_file  # noqa: E402
 from oncloudn.runtime.predict import predict_chips  # noqa: E402
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
         batch_size=batch_size,
         device=device,
         time_budget_s=args.time_budget or None,
+        chip_size=CHIP_SIZE,  # the runtime's rule: every mask is 512 x 512
     )
     missing = [
         c for c in chip_ids if not os.path.exists(os.path.join(args.predictions_dir, c + ".tif"))

@@ -1,8 +1,9 @@
 """The README's fresh-machine test command is exactly what .ci/run runs."""
 
 import re
+from pathlib import Path
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ci_runs_the_readme_test_command() -> None:

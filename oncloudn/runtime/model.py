@@ -13,7 +13,9 @@ test-time augmentation (the manifest's ``tta`` views merged by ``tta_merge``).
 ``load_model(folder, device)`` builds any of them from a model folder.
 """
 
+import functools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from .manifest import Manifest, read_manifest
-from .networks import build_network
+from .networks import build_network, network_stride
 from .normalize import normalize
 from .threshold import THRESHOLD_BANDS, threshold_cloud_score, threshold_params
 from .tta import TTA_MERGES, predict_with_tta, resolve_views
@@ -146,6 +148,7 @@ class CloudModel(PredictableModel):
     ):
         super().__init__(bands)
         self.network = network
+        self.input_multiple = network_stride(network)
         self.normalization = dict(normalization or {"name": "raw"})
         self.head = dict(head or {})
         if self.head.get("activation", "sigmoid") not in HEAD_ACTIVATIONS:
@@ -287,6 +290,8 @@ class EnsembleModel(PredictableModel):
                 "with a positive sum"
             )
         self.members = nn.ModuleList(members)
+        multiples = [int(getattr(member, "input_multiple", 1) or 1) for member in members]
+        self.input_multiple = functools.reduce(math.lcm, multiples, 1)
         self.weights = [w / sum(weights) for w in weights]
         self.member_indices: list[list[int]] = []
         for index, member in enumerate(members):

@@ -113,3 +113,16 @@ def build_network(
 def smp_pair(args: dict[str, Any]) -> tuple[str, str]:
     """The ``(arch, encoder_name)`` of ``smp`` network arguments (with the builder defaults)."""
     return str(args.get("arch", "Unet")), str(args.get("encoder_name", "resnet34"))
+
+
+def network_stride(network: nn.Module) -> int:
+    """The number a network's input height and width must be multiples of.
+
+    The plain U-Net declares it (``downsampling``); smp networks need ``2 ** encoder depth``;
+    anything else is taken to accept any size (1).
+    """
+    stride = getattr(network, "downsampling", None)
+    if stride:
+        return int(stride)
+    depth = getattr(getattr(network, "encoder", None), "_depth", None)
+    return 2 ** int(depth) if depth else 1

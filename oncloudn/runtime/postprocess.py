@@ -118,27 +118,25 @@ def apply_chip_rules(mask: np.ndarray, valid: Optional[np.ndarray], rules: ChipR
     return mask
 
 
-def postprocess(
+def postprocess_pixels(
     probability: np.ndarray,
     nodata: Optional[np.ndarray],
     threshold: float,
     spec: Optional[PostprocessSpec] = None,
-    rules: Optional[ChipRules] = None,
 ) -> np.ndarray:
-    """Turn a cloud probability ``[H, W]`` into a uint8 mask in {0, 1}, in the fixed order.
+    """Steps 1-8: a boolean cloud mask of a probability ``[H, W]`` (no chip-level rules).
 
     Args:
         probability: Cloud probability ``[H, W]``.
-        nodata: ``True`` where the chip has no data (or ``None``).
+        nodata: ``True`` where the input has no data (or ``None``); only its shape is checked
+            here (nodata pixels are cleared after the chip-level rules).
         threshold: Probability threshold (``>=`` is cloud).
         spec: Pixel-level steps (default: none).
-        rules: Chip-level rules (default: none).
 
     Raises:
         ValueError: ``probability`` is not 2-D or ``nodata`` has another shape.
     """
     spec = spec or PostprocessSpec()
-    rules = rules or ChipRules()
     probability = np.asarray(probability)
     if probability.ndim != 2:
         raise ValueError(f"probability must be [H, W], got shape {probability.shape}")
@@ -152,9 +150,33 @@ def postprocess(
     mask = dilation(mask, spec.dilation)
     mask = erosion(mask, spec.erosion)
     mask = remove_small_objects(mask, spec.min_area)
-    mask = fill_small_holes(mask, spec.max_hole_area)
+    return fill_small_holes(mask, spec.max_hole_area)
+
+
+def postprocess(
+    probability: np.ndarray,
+    nodata: Optional[np.ndarray],
+    threshold: float,
+    spec: Optional[PostprocessSpec] = None,
+    rules: Optional[ChipRules] = None,
+) -> np.ndarray:
+    """Turn a cloud probability ``[H, W]`` into a uint8 mask in {0, 1}, in the fixed order.
+
+    :func:`postprocess_pixels`, then :func:`apply_chip_rules`, then nodata pixels set to 0.
+
+    Args:
+        probability: Cloud probability ``[H, W]``.
+        nodata: ``True`` where the chip has no data (or ``None``).
+        threshold: Probability threshold (``>=`` is cloud).
+        spec: Pixel-level steps (default: none).
+        rules: Chip-level rules (default: none, e.g. for windows of a larger scene).
+
+    Raises:
+        ValueError: ``probability`` is not 2-D or ``nodata`` has another shape.
+    """
+    mask = postprocess_pixels(probability, nodata, threshold, spec)
     valid = None if nodata is None else ~nodata
-    mask = apply_chip_rules(mask, valid, rules)
+    mask = apply_chip_rules(mask, valid, rules or ChipRules())
     if nodata is not None:
         mask = mask & valid
     return mask.astype(np.uint8)

@@ -1,19 +1,24 @@
-"""The prediction loop of ``submission/main.py`` (runtime-safe), and its reusable pieces.
+"""The folder level of prediction (runtime-safe): read, predict robustly, write, summarize.
 
-``predict_chips`` reads each chip of a features folder, predicts batches, post-processes and
-writes exactly one ``<out_dir>/<chip_id>.tif`` per chip (uncompressed uint8 512 x 512, the
-input's CRS and transform). It never dies on one chip: a missing band, a corrupt TIFF or a
-wrong shape is logged and the chip gets ``fallback_mask`` (the threshold rule on whatever
-bands can be read, else all clear); an all-nodata chip gets all zeros; a failing forward
-pass on a batch is retried chip by chip, then falls back. Under a time budget the TTA views
-are halved (8 -> 4 -> 2 -> 1) when the projected total exceeds ``BUDGET_FRACTION`` of it,
-and the remaining chips get the fallback rule if time is nearly out.
+``predict_chips`` reads each chip of a features folder, predicts batches through the array
+level (``predict_array.py``), post-processes and writes exactly one ``<out_dir>/<chip_id>.tif``
+per chip (uncompressed uint8, the input's CRS and transform), and optionally its float32
+probability map. ``submission/main.py``, ``oncloudn predict``, ``flag-labels`` and the
+trainer's out-of-fold writing all drive it (or its pieces).
+
+It never dies on one chip: a missing band, a corrupt TIFF or (where ``chip_size`` is given, as
+``main.py`` does with 512) a wrong shape is logged and the chip gets ``fallback_mask`` (the
+threshold rule on whatever bands can be read, else all clear) with the georeference of any
+readable band; an all-nodata chip gets all zeros; a failing forward pass on a batch is retried
+chip by chip, then falls back. Under a time budget the TTA views are halved (8 -> 4 -> 2 -> 1)
+when the projected total exceeds ``BUDGET_FRACTION`` of it, and the remaining chips get the
+fallback rule if time is nearly out.
 """
 
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -24,7 +29,12 @@ from .chipio import BANDS, CHIP_SIZE, list_chip_ids, nodata_mask, read_bands, wr
 from .chipio import write_probability as _write_probability
 from .errors import ChipFormatError
 from .manifest import Manifest
-from .postprocess import postprocess
+from .predict_array import (
+    finalize_mask,
+    input_multiple,
+    model_probability_fn,
+    predict_probabilities,
+)
 from .threshold import THRESHOLD_BANDS, threshold_cloud_score
 from .tta import resolve_views, step_down_views
 
@@ -36,6 +46,8 @@ BUDGET_FRACTION = 0.9
 DEADLINE_FRACTION = 0.97
 # Batches timed before the first projection.
 WARMUP_BATCHES = 2
+# Log progress every this many chips.
+LOG_EVERY = 500
 
 
 def predict_batch(
@@ -44,7 +56,7 @@ def predict_batch(
     device: str = "cpu",
     views: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
-    """Cloud probabilities ``[N, H, W]`` (float32) of raw DN ``[N, C, H, W]``.
+    """Cloud probabilities ``[N, H, W]`` (float32) of raw DN ``[N, C, H, W]`` of any size.
 
     Args:
         model: A loaded model (``load_model``) with ``predict_proba``.
@@ -52,51 +64,48 @@ def predict_batch(
         device: Torch device of the model.
         views: TTA views overriding the manifest's.
     """
-    x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(device)
-    with torch.no_grad():
-        probability = model.predict_proba(x, views)
-    return probability.float().cpu().numpy()
+    probability_fn = model_probability_fn(model, views)
+    return predict_probabilities(probability_fn, raw, device, input_multiple(model))
 
 
-def finalize_mask(
-    probability: np.ndarray, nodata: Optional[np.ndarray], manifest: Manifest
-) -> np.ndarray:
-    """Post-process one probability map ``[H, W]`` with the manifest's threshold and steps."""
-    return postprocess(
-        probability, nodata, manifest.threshold, manifest.postprocess, manifest.chip_rules
-    )
+__all__ = ["fallback_mask", "finalize_mask", "load_chip", "predict_batch", "predict_chips"]
 
 
 def _read_band_quietly(chip_dir: str, band: str) -> Optional[np.ndarray]:
     try:
-        array = read_bands(chip_dir, [band])[0]
+        return read_bands(chip_dir, [band])[0]
     except Exception:  # noqa: BLE001 - any unreadable band is simply absent
         return None
-    return array if array.shape == (CHIP_SIZE, CHIP_SIZE) else None
 
 
-def fallback_mask(chip_dir: str) -> np.ndarray:
-    """A valid 512 x 512 uint8 mask for a chip the model cannot handle.
+def fallback_mask(chip_dir: str, chip_size: Optional[int] = CHIP_SIZE) -> np.ndarray:
+    """A valid uint8 mask for a chip the model cannot handle.
 
-    The threshold rule on the bands that can be read: it needs B02, B03 and B04; a missing
-    B08 is replaced by B04 (which passes the NIR-ratio test). With fewer bands, or on any
-    error, the mask is all zeros (clear). Nodata pixels are 0. It reads the rule's own bands
-    whatever the model's bands are.
+    The threshold rule on the bands that can be read: it needs B02, B03 and B04 of one shape
+    (``chip_size`` x ``chip_size`` when given); a missing B08 is replaced by B04 (which passes
+    the NIR-ratio test). With fewer bands, or on any error, the mask is all zeros (clear), of
+    the readable bands' shape or else ``chip_size`` (512 when ``None``). Nodata pixels are 0.
+    It reads the rule's own bands whatever the model's bands are.
 
     Args:
         chip_dir: The chip's folder.
+        chip_size: The side every mask must have (``main.py``: 512), or ``None`` for any.
     """
     arrays = {band: _read_band_quietly(chip_dir, band) for band in THRESHOLD_BANDS}
-    if any(arrays[band] is None for band in THRESHOLD_BANDS[:3]):
-        return np.zeros((CHIP_SIZE, CHIP_SIZE), np.uint8)
-    if arrays["B08"] is None:
-        arrays["B08"] = arrays["B04"]
+    shapes = {array.shape for array in arrays.values() if array is not None}
+    if chip_size is not None:
+        shapes &= {(chip_size, chip_size)}
+    shape = shapes.pop() if len(shapes) == 1 else (chip_size or CHIP_SIZE,) * 2
+    arrays = {b: a for b, a in arrays.items() if a is not None and a.shape == shape}
+    if any(band not in arrays for band in THRESHOLD_BANDS[:3]):
+        return np.zeros(shape, np.uint8)
+    arrays.setdefault("B08", arrays["B04"])
     raw = np.stack([arrays[band] for band in THRESHOLD_BANDS])
     try:
         score = threshold_cloud_score(raw)
     except Exception:  # noqa: BLE001 - the fallback itself must never fail
         LOGGER.exception("threshold fallback failed on %s", chip_dir)
-        return np.zeros((CHIP_SIZE, CHIP_SIZE), np.uint8)
+        return np.zeros(shape, np.uint8)
     mask = (score >= 0.5) & ~nodata_mask(raw)
     return mask.astype(np.uint8)
 
@@ -104,17 +113,24 @@ def fallback_mask(chip_dir: str) -> np.ndarray:
 class _Run:
     """Book-keeping of one ``predict_chips`` call."""
 
-    def __init__(self, model, features_dir, out_dir, device, time_budget_s, proba_dir):
+    def __init__(self, model, features_dir, options):
         self.model = model
         self.features_dir = features_dir
-        self.out_dir = out_dir
-        self.device = device
-        self.time_budget_s = time_budget_s
-        self.proba_dir = proba_dir
+        self.mask_dir = options["mask_dir"]
+        self.proba_dir = options["proba_dir"]
+        self.device = options["device"]
+        self.time_budget_s = options["time_budget_s"]
+        self.chip_size = options["chip_size"]
+        self.context = options["context"]
+        self.fixed_fn = options["probability_fn"]
+        self.chip_rules = options["chip_rules"]
         self.bands = list(model.bands) if model is not None else list(BANDS)
         self.manifest = getattr(model, "manifest", None) or Manifest()
-        self.views = resolve_views(self.manifest.tta) if model is not None else ["identity"]
+        self.multiple = input_multiple(model)
+        tta = options["views"] if options["views"] is not None else self.manifest.tta
+        self.views = resolve_views(tta) if model is not None else ["identity"]
         self.initial_views = list(self.views)
+        self.probability_fn = self._make_probability_fn()
         self.start = time.monotonic()
         self.window_start = self.start
         self.window_chips = 0
@@ -126,30 +142,45 @@ class _Run:
         self.events: list[str] = []
         self.deadline_hit = False
 
+    def _make_probability_fn(self):
+        if self.fixed_fn is not None or self.model is None:
+            return self.fixed_fn
+        return model_probability_fn(self.model, self.views, self.context)
+
+    def set_views(self, views: list[str]) -> None:
+        self.views = views
+        self.probability_fn = self._make_probability_fn()
+
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def write(self, chip_id: str, mask: np.ndarray, profile: Optional[dict]) -> None:
+    def write(
+        self, chip_id: str, mask: np.ndarray, profile: Optional[dict], probability=None
+    ) -> None:
+        """Write the chip's mask (and probability; the mask as float32 where there is none)."""
         profile = profile or {}
+        crs, transform = profile.get("crs"), profile.get("transform")
         try:
-            write_mask(
-                os.path.join(self.out_dir, chip_id + ".tif"),
-                mask,
-                crs=profile.get("crs"),
-                transform=profile.get("transform"),
-            )
+            if self.mask_dir:
+                write_mask(os.path.join(self.mask_dir, chip_id + ".tif"), mask, crs, transform)
+            if self.proba_dir:
+                values = mask.astype(np.float32) if probability is None else probability
+                path = os.path.join(self.proba_dir, chip_id + ".tif")
+                _write_probability(path, values, crs, transform)
         except Exception as error:  # noqa: BLE001 - logged, and the caller's check sees it
             LOGGER.error("chip %s: cannot write its mask: %s", chip_id, error)
             self.failed[chip_id] = f"write failed: {type(error).__name__}: {error}"
             return
         self.done += 1
 
-    def fallback(self, chip_id: str, reason: str) -> None:
-        LOGGER.warning("chip %s: %s; writing the fallback mask", chip_id, reason)
-        self.failed[chip_id] = reason
+    def fallback(self, chip_id: str, reason: Optional[str]) -> None:
+        """Write the threshold rule's mask, georeferenced like any readable band."""
+        if reason is not None:
+            LOGGER.warning("chip %s: %s; writing the fallback mask", chip_id, reason)
+            self.failed[chip_id] = reason
         self.n_fallback += 1
         chip_dir = os.path.join(self.features_dir, chip_id)
-        self.write(chip_id, fallback_mask(chip_dir), _profile_quietly(chip_dir))
+        self.write(chip_id, fallback_mask(chip_dir, self.chip_size), _profile_quietly(chip_dir))
 
 
 def _profile_quietly(chip_dir: str) -> Optional[dict]:
@@ -161,19 +192,22 @@ def _profile_quietly(chip_dir: str) -> Optional[dict]:
     return None
 
 
-def load_chip(features_dir: str, chip_id: str, bands: Sequence[str]):
-    """``(raw [C, 512, 512] uint16, profile)`` of a chip, or the exception that prevented it.
+def load_chip(
+    features_dir: str, chip_id: str, bands: Sequence[str], chip_size: Optional[int] = CHIP_SIZE
+):
+    """``(raw [C, H, W] uint16, profile)`` of a chip, or the exception that prevented it.
 
-    Safe to run in a worker thread: it has no side effects.
+    ``chip_size`` (when not ``None``) is the side every chip must have. Safe to run in a
+    worker thread: it has no side effects.
     """
     chip_dir = os.path.join(features_dir, chip_id)
     try:
         raw, profile = read_bands(chip_dir, bands, with_profile=True)
-        if raw.shape[-2:] != (CHIP_SIZE, CHIP_SIZE):
+        if chip_size is not None and raw.shape[-2:] != (chip_size, chip_size):
             raise ChipFormatError(
                 chip_id,
                 chip_dir,
-                f"bands have shape {raw.shape[-2:]}, expected ({CHIP_SIZE}, {CHIP_SIZE})",
+                f"bands have shape {raw.shape[-2:]}, expected ({chip_size}, {chip_size})",
             )
     except Exception as error:  # noqa: BLE001 - one chip must never stop the run
         return error
@@ -190,15 +224,19 @@ def _admit(run: _Run, chip_id: str, loaded):
     if nodata.all():
         LOGGER.info("chip %s has no data; writing an all-clear mask", chip_id)
         run.n_all_nodata += 1
-        run.write(chip_id, np.zeros((CHIP_SIZE, CHIP_SIZE), np.uint8), profile)
+        run.write(chip_id, np.zeros(nodata.shape, np.uint8), profile)
         return None
     return raw, nodata, profile
+
+
+def _predict_one_batch(run: _Run, raws: list[np.ndarray]) -> list[np.ndarray]:
+    return list(predict_probabilities(run.probability_fn, np.stack(raws), run.device, run.multiple))
 
 
 def _predict_robust(run: _Run, chip_ids: list[str], raws: list[np.ndarray]):
     """Probabilities per chip (``None`` where even the single-chip retry failed)."""
     try:
-        return list(predict_batch(run.model, np.stack(raws), run.device, run.views))
+        return _predict_one_batch(run, raws)
     except Exception as error:  # noqa: BLE001
         LOGGER.warning("batch of %d failed (%s); retrying chip by chip", len(raws), error)
         if str(run.device).startswith("cuda"):
@@ -206,7 +244,7 @@ def _predict_robust(run: _Run, chip_ids: list[str], raws: list[np.ndarray]):
     results = []
     for chip_id, raw in zip(chip_ids, raws):
         try:
-            results.append(predict_batch(run.model, raw[None], run.device, run.views)[0])
+            results.append(_predict_one_batch(run, [raw])[0])
         except Exception as error:  # noqa: BLE001
             results.append(None)
             run.failed[chip_id] = f"model failed: {type(error).__name__}: {error}"
@@ -225,18 +263,11 @@ def _process_batch(run: _Run, chip_ids: list[str], reads: list) -> None:
             run.fallback(chip_id, run.failed.get(chip_id, "model failed"))
             continue
         try:
-            mask = finalize_mask(probability, nodata, run.manifest)
-            if run.proba_dir:
-                _write_probability(
-                    os.path.join(run.proba_dir, chip_id + ".tif"),
-                    probability,
-                    profile.get("crs"),
-                    profile.get("transform"),
-                )
+            mask = finalize_mask(probability, nodata, run.manifest, run.chip_rules)
         except Exception as error:  # noqa: BLE001
             run.fallback(chip_id, f"post-processing failed: {type(error).__name__}: {error}")
             continue
-        run.write(chip_id, mask, profile)
+        run.write(chip_id, mask, profile, probability.astype(np.float32))
 
 
 def _check_budget(run: _Run, remaining: int) -> None:
@@ -256,7 +287,7 @@ def _check_budget(run: _Run, remaining: int) -> None:
     )
     LOGGER.warning(message)
     run.events.append(message)
-    run.views = views
+    run.set_views(views)
     run.window_start = time.monotonic()
     run.window_chips = 0
     run.window_batches = 0
@@ -277,20 +308,14 @@ def _past_deadline(run: _Run) -> bool:
 
 
 def _start_reads(pool: Optional[ThreadPoolExecutor], run: _Run, batch: list[str]) -> list:
+    args = (run.features_dir, run.bands, run.chip_size)
     if pool is None:
-        return [load_chip(run.features_dir, chip_id, run.bands) for chip_id in batch]
-    return [pool.submit(load_chip, run.features_dir, chip_id, run.bands) for chip_id in batch]
+        return [load_chip(args[0], chip_id, *args[1:]) for chip_id in batch]
+    return [pool.submit(load_chip, args[0], chip_id, *args[1:]) for chip_id in batch]
 
 
 def _finish_reads(pending: list) -> list:
     return [item.result() if isinstance(item, Future) else item for item in pending]
-
-
-def _fallback_batch(run: _Run, batch: list[str]) -> None:
-    for chip_id in batch:
-        run.n_fallback += 1
-        chip_dir = os.path.join(run.features_dir, chip_id)
-        run.write(chip_id, fallback_mask(chip_dir), _profile_quietly(chip_dir))
 
 
 def _log_progress(run: _Run, total: int) -> None:
@@ -327,6 +352,46 @@ def _summary(run: _Run, chip_ids: list[str]) -> dict[str, Any]:
     return summary
 
 
+def _output_dirs(out_dir, write_masks, write_probabilities, probabilities_dir):
+    mask_dir = out_dir if write_masks else None
+    proba_dir = None
+    if write_probabilities:
+        proba_dir = probabilities_dir or os.path.normpath(out_dir) + "_probabilities"
+    for folder in (mask_dir, proba_dir):
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+    return mask_dir, proba_dir
+
+
+def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progress) -> None:
+    model = run.model
+    next_log = LOG_EVERY
+    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 and model is not None else None
+    try:
+        pending = _start_reads(pool, run, batches[0]) if batches and model is not None else []
+        for index, batch in enumerate(batches):
+            reads = _finish_reads(pending)
+            more = index + 1 < len(batches) and model is not None and not run.deadline_hit
+            pending = _start_reads(pool, run, batches[index + 1]) if more else []
+            if model is None or _past_deadline(run):
+                for chip_id in batch:
+                    run.fallback(chip_id, None)
+            else:
+                _process_batch(run, batch, reads)
+                run.window_chips += len(batch)
+                run.window_batches += 1
+                done_so_far = sum(len(b) for b in batches[: index + 1])
+                _check_budget(run, n_chips - done_so_far)
+            if progress is not None:
+                progress(len(batch))
+            if run.done >= next_log:
+                next_log += LOG_EVERY
+                _log_progress(run, n_chips)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 def predict_chips(
     model: Any,
     features_dir: str,
@@ -337,15 +402,21 @@ def predict_chips(
     time_budget_s: Optional[float] = None,
     write_probabilities: bool = False,
     probabilities_dir: Optional[str] = None,
-    log_every: int = 500,
     num_workers: int = 2,
+    chip_size: Optional[int] = None,
+    views: Optional[Sequence[str]] = None,
+    context: Optional[Callable[[], Any]] = None,
+    probability_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    write_masks: bool = True,
+    chip_rules: bool = True,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> dict[str, Any]:
     """Predict every chip of ``features_dir`` into ``out_dir/<chip_id>.tif``.
 
     Args:
         model: A loaded model (``load_model``); ``None`` applies the fallback rule to all.
         features_dir: ``<root>/test_features`` (one folder per chip).
-        out_dir: Prediction folder (created); receives exactly one file per chip.
+        out_dir: Prediction folder (created); receives exactly one mask per chip.
         chip_ids: Chips to predict (default: every non-hidden folder of ``features_dir``).
         batch_size: Chips per forward pass.
         device: Torch device the model lives on.
@@ -353,8 +424,16 @@ def predict_chips(
         write_probabilities: Also write float32 probability maps (to ``probabilities_dir``,
             default ``<out_dir>_probabilities``; never into ``out_dir``).
         probabilities_dir: See ``write_probabilities``.
-        log_every: Log progress every this many chips.
         num_workers: Threads reading the next batch while this one is predicted (0: none).
+        chip_size: The side every chip must have (``main.py``: 512); others fall back.
+            ``None`` predicts any size the network accepts (padded to its stride).
+        views: TTA views overriding the manifest's.
+        context: A factory of a context manager around each forward pass (e.g. autocast).
+        probability_fn: An injected forward pass (raw DN tensor -> probabilities), used
+            instead of the model's ``predict_proba`` (TTA views then do not apply).
+        write_masks: Write the masks to ``out_dir`` (``False``: probabilities only).
+        chip_rules: Apply the manifest's chip-level rules.
+        progress: Called with the number of chips of each finished batch.
 
     Returns:
         Summary: ``n_chips``, ``n_written``, ``n_fallback``, ``n_all_nodata``, ``failed``
@@ -362,12 +441,19 @@ def predict_chips(
         ``tta_views_initial``, ``events`` (TTA step-downs, deadline), ``device``.
     """
     chip_ids = list_chip_ids(features_dir) if chip_ids is None else list(chip_ids)
-    os.makedirs(out_dir, exist_ok=True)
-    proba_dir = None
-    if write_probabilities:
-        proba_dir = probabilities_dir or os.path.normpath(out_dir) + "_probabilities"
-        os.makedirs(proba_dir, exist_ok=True)
-    run = _Run(model, features_dir, out_dir, device, time_budget_s, proba_dir)
+    mask_dir, proba_dir = _output_dirs(out_dir, write_masks, write_probabilities, probabilities_dir)
+    options = {
+        "mask_dir": mask_dir,
+        "proba_dir": proba_dir,
+        "device": device,
+        "time_budget_s": time_budget_s,
+        "chip_size": chip_size,
+        "views": views,
+        "context": context,
+        "probability_fn": probability_fn,
+        "chip_rules": chip_rules,
+    }
+    run = _Run(model, features_dir, options)
     batch_size = max(1, int(batch_size))
     batches = [chip_ids[i : i + batch_size] for i in range(0, len(chip_ids), batch_size)]
     LOGGER.info(
@@ -378,25 +464,5 @@ def predict_chips(
         batch_size,
         ",".join(run.views),
     )
-    next_log = log_every
-    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 and model is not None else None
-    try:
-        pending = _start_reads(pool, run, batches[0]) if batches and model is not None else []
-        for index, batch in enumerate(batches):
-            reads = _finish_reads(pending)
-            more = index + 1 < len(batches) and model is not None and not run.deadline_hit
-            pending = _start_reads(pool, run, batches[index + 1]) if more else []
-            if run.model is None or _past_deadline(run):
-                _fallback_batch(run, batch)
-            else:
-                _process_batch(run, batch, reads)
-                run.window_chips += len(batch)
-                run.window_batches += 1
-                _check_budget(run, len(chip_ids) - index * batch_size - len(batch))
-            if run.done >= next_log:
-                next_log += log_every
-                _log_progress(run, len(chip_ids))
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+    _run_batches(run, batches, len(chip_ids), num_workers, progress)
     return _summary(run, chip_ids)

@@ -81,7 +81,7 @@ def test_all_nodata_and_wrong_shape_chips(toy_root: Path, tmp_path: Path) -> Non
         with rasterio.open(features / "mnop" / f"{band}.tif", "w", **profile) as dst:
             dst.write(np.full((256, 256), 5000, np.uint16), 1)
     out_dir = tmp_path / "out"
-    summary = predict_chips(threshold_model(), str(features), str(out_dir))
+    summary = predict_chips(threshold_model(), str(features), str(out_dir), chip_size=512)
     _check_predictions(out_dir, CHIPS)
     assert summary["n_all_nodata"] == 1 and summary["n_fallback"] == 1
     assert "shape" in summary["failed"]["mnop"]
@@ -187,3 +187,36 @@ def test_probabilities_go_beside_not_into_the_predictions(toy_root: Path, tmp_pa
     assert os.listdir(out_dir) == ["0000.tif"]
     proba = tifffile.imread(tmp_path / "pred_probabilities" / "0000.tif")
     assert proba.dtype == np.float32 and proba.max() <= 1.0
+
+
+def test_any_size_is_padded_to_the_stride_and_cropped_back(unet_folder: Path) -> None:
+    """The core predicts any H x W: reflection padding to the stride, then cropping."""
+    from oncloudn.runtime.predict_array import views_for_shape
+
+    model = load_model(str(unet_folder))
+    assert model.input_multiple == 2  # TINY_WIDTHS: one down-sampling
+    raw = np.random.default_rng(1).integers(1, 9000, (1, 4, 37, 50)).astype(np.uint16)
+    probability = predict_batch(model, raw, "cpu", ["d4"])
+    assert probability.shape == (1, 37, 50)
+    padded = np.pad(raw, [(0, 0), (0, 0), (0, 1), (0, 0)], mode="reflect")
+    expected = predict_batch(model, padded, "cpu", ["identity", "hflip", "vflip", "rot180"])
+    np.testing.assert_allclose(probability, expected[:, :37], atol=1e-6)
+    assert views_for_shape(["identity", "rot90", "hflip"], 37, 50) == ["identity", "hflip"]
+    assert views_for_shape(["rot90"], 37, 50) == ["identity"]
+    assert views_for_shape(["rot90", "transpose"], 64, 64) == ["rot90", "transpose"]
+
+
+def test_chips_of_any_size_without_the_512_rule(toy_root: Path, tmp_path: Path) -> None:
+    features = toy_root / "train_features"
+    for band in ["B02", "B03", "B04", "B08"]:
+        path = features / "mnop" / f"{band}.tif"
+        with rasterio.open(path) as src:
+            profile, data = src.profile, src.read(1)
+        profile.update(width=300, height=200)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data[:200, :300], 1)
+    model = load_model(str(make_unet_folder(tmp_path / "unet", tta=["d4"])))
+    summary = predict_chips(model, str(features), str(tmp_path / "o"), ["mnop", "0000"])
+    assert summary["n_fallback"] == 0
+    assert tifffile.imread(tmp_path / "o" / "mnop.tif").shape == (200, 300)
+    assert tifffile.imread(tmp_path / "o" / "0000.tif").shape == (512, 512)

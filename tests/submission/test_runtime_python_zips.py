@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import SHARED_DATA
 from toydata import write_toy_dataset
 
 from oncloudn.models.folder import save_model_folder
@@ -33,7 +32,7 @@ from oncloudn.submission.pack import pack_submission
 from oncloudn.submission.run_local import run_local
 from oncloudn.submission.runtime_env import runtime_python, runtime_smp_dir
 
-REAL_CHIPS = SHARED_DATA / "oncloudn-real-unlabeled"
+REAL_CHIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "oncloudn-real-unlabeled"
 # Pixels whose mask may differ between the two stacks (float summation order differs).
 MAX_DIFFERING_FRACTION = 5e-4
 
