@@ -9,9 +9,11 @@ PREDICT_EPILOG = """\
 FEATURES is a features folder (<root>/test_features or <root>/train_features: one folder per
 chip with B02.tif ... B08.tif). OUT receives one <chip_id>.tif per chip, georeferenced like
 the input: uint8 0/1 masks after the manifest's threshold and post-processing (the same masks
-submission/main.py writes), or float32 cloud probabilities with --probabilities. Unreadable
-chips get the runtime's fallback (the threshold rule). CUDA and float16 autocast are used
-when available.
+submission/main.py writes, through the same prediction core), or float32 cloud probabilities
+with --probabilities. Unreadable chips get the runtime's fallback (the threshold rule),
+georeferenced like any readable band. Chips of any size the network accepts are predicted
+(padded to its stride by reflection); only main.py insists on 512 x 512. CUDA and float16
+autocast are used when available.
 
 examples:
   oncloudn predict runs/unet/model data/test_features preds/unet
@@ -44,9 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=0,
+        default=2,
         metavar="N",
-        help="DataLoader processes reading chips (default: 0, read in this process)",
+        help="threads reading the next chips while a batch is predicted (default: 2; 0: none)",
     )
     parser.add_argument(
         "--device", help="cuda, cuda:1, cpu... (default: cuda when available, else cpu)"
