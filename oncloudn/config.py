@@ -30,10 +30,9 @@ import yaml
 
 from oncloudn.errors import ConfigError
 from oncloudn.runtime.atomic import atomic_write_text
+from oncloudn.runtime.bands import BANDS
 
 T = TypeVar("T")
-
-DEFAULT_BANDS = ["B02", "B03", "B04", "B08"]
 
 
 @dataclass
@@ -71,7 +70,7 @@ class DataConfig:
 
     root: str = "data"
     split: str = "train"
-    bands: list[str] = field(default_factory=lambda: list(DEFAULT_BANDS))
+    bands: list[str] = field(default_factory=lambda: list(BANDS))
     folds_file: str | None = None
     n_folds: int = 5
     folds_seed: int = 0

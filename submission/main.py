@@ -22,7 +22,8 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 from oncloudn.runtime.chipio import CHIP_SIZE, list_chip_ids  # noqa: E402
-from oncloudn.runtime.model import load_model, threshold_model  # noqa: E402
+from oncloudn.runtime.loader import load_model  # noqa: E402
+from oncloudn.runtime.models import threshold_model  # noqa: E402
 from oncloudn.runtime.predict import __file__ as predict_file  # noqa: E402
 from oncloudn.runtime.predict import predict_chips  # noqa: E402
 

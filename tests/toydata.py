@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-BANDS = ("B02", "B03", "B04", "B08")
+from oncloudn.runtime.bands import BANDS
 
 
 def write_tif(path: Path, array: np.ndarray, crs: str | None = "EPSG:32633") -> None:

@@ -40,6 +40,8 @@ from oncloudn.runtime.manifest import (
     read_manifest,
     write_manifest,
 )
+from oncloudn.runtime.models import ensemble_manifest, threshold_manifest
+from oncloudn.runtime.networks import strip_weight_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +136,12 @@ def _as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
 def _cpu_state_dict(state_dict: Mapping[str, Any] | torch.nn.Module) -> dict[str, Any]:
     if isinstance(state_dict, torch.nn.Module):
         state_dict = state_dict.state_dict()
-    # Strip a DistributedDataParallel / torch.compile prefix so the runtime's network loads it.
-    plain = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        # clone(): a view would otherwise save its whole underlying storage.
-        plain[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
-    return plain
+    # Without DistributedDataParallel / torch.compile / wrapper prefixes: the network's keys.
+    # clone(): a view would otherwise save its whole underlying storage.
+    return {
+        key: value.detach().cpu().clone() if torch.is_tensor(value) else value
+        for key, value in strip_weight_prefixes(state_dict).items()
+    }
 
 
 def save_weights(path: Path, state_dict: Mapping[str, Any] | torch.nn.Module) -> Path:
@@ -226,7 +225,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     Returns:
         The runtime model: ``.manifest`` and ``predict_proba(raw [N, C, H, W]) -> [N, H, W]``.
     """
-    from oncloudn.runtime.model import load_model
+    from oncloudn.runtime.loader import load_model
 
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
     return load_model(str(folder), device)
@@ -249,21 +248,10 @@ def make_threshold_folder(
     Raises:
         ConfigError: Unknown rule parameters.
     """
-    from oncloudn.runtime.threshold import THRESHOLD_BANDS, threshold_params
-
     try:
-        threshold_params(params)
+        manifest = threshold_manifest(params, name=name, threshold=float(threshold))
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    manifest = Manifest(
-        name=name,
-        kind="threshold",
-        architecture={"name": "threshold", "args": dict(params or {})},
-        bands=list(THRESHOLD_BANDS),
-        normalization={"name": "raw", "params": {}},
-        weights=None,
-        threshold=float(threshold),
-    )
     return save_model_folder(folder, manifest)
 
 
@@ -338,14 +326,10 @@ def make_ensemble_folder(
         copy_model_folder(member_dir, folder / sub)
         members.append({"path": sub, "weight": weight})
         bands += [band for band in member_manifest.bands if band not in bands]
-    manifest = Manifest(
+    manifest = ensemble_manifest(
+        bands,
+        members,
         name=name,
-        kind="ensemble",
-        architecture={"name": "ensemble", "args": {}},
-        bands=bands,
-        normalization={"name": "raw", "params": {}},
-        weights=None,
-        members=members,
         threshold=float(
             np.mean([m.threshold for m in manifests]) if threshold is None else threshold
         ),

@@ -1,5 +1,8 @@
 """Model registry for training: build a :class:`CloudModel` from a config's ``model`` section.
 
+The model carries its ``kind: network`` manifest from construction (:func:`model_manifest`),
+so the trainer saves that manifest rather than deriving another one from the config.
+
 Names are validated up front with helpful errors (valid smp architectures are listed; a
 misspelt encoder gets close matches). Nothing is downloaded: ``encoder_weights`` is ``None``
 (random init) or a local file holding the encoder's state dict.
@@ -17,26 +20,24 @@ import torch
 
 from oncloudn.config import ModelConfig, NormalizationConfig
 from oncloudn.errors import ConfigError
-from oncloudn.runtime.model import CloudModel
+from oncloudn.runtime import heads
+from oncloudn.runtime.manifest import Manifest
+from oncloudn.runtime.models import CloudModel
 from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, build_network, smp_pair
 
 logger = logging.getLogger(__name__)
 
-HEADS: dict[str, dict[str, Any]] = {
-    "sigmoid": {"activation": "sigmoid", "channels": 1, "positive_index": 0},
-    "softmax": {"activation": "softmax", "channels": 2, "positive_index": 1},
-}
-
 
 def head_spec(head: str) -> dict[str, Any]:
-    """The manifest head dict of a config head name.
+    """The manifest head dict of a config head name (``oncloudn.runtime.heads.HEAD_SPECS``).
 
     Raises:
         ConfigError: An unknown head name.
     """
-    if head not in HEADS:
-        raise ConfigError(f"unknown model.head {head!r}; choose one of: {', '.join(HEADS)}")
-    return dict(HEADS[head])
+    try:
+        return heads.head_spec(head)
+    except ValueError as error:
+        raise ConfigError(f"model.head: {error}") from None
 
 
 def smp_architectures() -> list[str]:
@@ -161,25 +162,41 @@ def create_model(
         ConfigError: Unknown names or arguments the network does not accept.
     """
     validate_model_config(model_config)
-    head = head_spec(model_config.head)
-    if isinstance(normalization, NormalizationConfig):
-        normalization = {"name": normalization.name, "params": dict(normalization.params)}
+    manifest = model_manifest(model_config, bands, normalization)
     args = dict(model_config.args)
     if "encoder_weights" in args:
         raise ConfigError(
             "set model.encoder_weights (a local file), not model.args.encoder_weights"
         )
     try:
-        network = build_network(model_config.network, args, len(bands), head["channels"])
+        network = build_network(
+            model_config.network, args, len(bands), heads.head_channels(manifest.head)
+        )
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"model {model_config.network} {args}: {error}") from None
     if model_config.encoder_weights:
         load_encoder_weights(network, model_config.encoder_weights)
-    return CloudModel(
-        network, list(bands), normalization or {"name": "reflectance", "params": {}}, head
+    return CloudModel(network, manifest)
+
+
+def model_manifest(
+    model_config: ModelConfig,
+    bands: Sequence[str],
+    normalization: NormalizationConfig | dict[str, Any] | None = None,
+) -> Manifest:
+    """The ``kind: network`` manifest a model built from a config carries.
+
+    It sets the architecture, bands, normalization and head; other fields keep their defaults.
+
+    Raises:
+        ConfigError: An unknown head name.
+    """
+    if isinstance(normalization, NormalizationConfig):
+        normalization = {"name": normalization.name, "params": dict(normalization.params)}
+    return Manifest(
+        kind="network",
+        architecture={"name": model_config.network, "args": dict(model_config.args)},
+        bands=list(bands),
+        normalization=dict(normalization or {"name": "reflectance", "params": {}}),
+        head=head_spec(model_config.head),
     )
-
-
-def architecture_spec(model_config: ModelConfig) -> dict[str, Any]:
-    """The manifest's ``architecture`` entry of a model config."""
-    return {"name": model_config.network, "args": dict(model_config.args)}

@@ -15,6 +15,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from .atomic import atomic_path
+from .bands import BANDS
 from .errors import (
     ChipFormatError,
     ChipNotFoundError,
@@ -23,7 +24,6 @@ from .errors import (
     MissingLabelError,
 )
 
-BANDS = ("B02", "B03", "B04", "B08")
 CHIP_SIZE = 512
 
 

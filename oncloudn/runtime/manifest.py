@@ -7,6 +7,16 @@ with the standard library inside the competition runtime.
 
 Post-processing always runs in this fixed order: merge TTA views -> merge ensemble members ->
 optional smoothing -> threshold -> morphology -> chip-level rules -> nodata pixels set to 0.
+
+Format versions:
+
+- 1: ``kind`` was one of ``network``, ``threshold``, ``ensemble``.
+- 2 (current): ``kind`` is any kind registered with ``oncloudn.runtime.loader.register_kind``
+  (checked when the folder is loaded, not here), and ``options`` holds the fields specific to
+  a kind, checked by that kind's loader (the built-in kinds take none: their fields predate
+  version 2). A version-1 file reads unchanged (``options`` empty) and is upgraded to version
+  2 in memory; code that only knows version 1 refuses a version-2 file with "upgrade
+  oncloudn".
 """
 
 import json
@@ -15,11 +25,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from .atomic import atomic_write_json
+from .bands import BANDS
+from .heads import head_spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.pt"
-MODEL_KINDS = ("network", "threshold", "ensemble")
 
 
 @dataclass
@@ -67,8 +78,11 @@ class Manifest:
 
     Attributes:
         name: Human-readable name.
-        kind: ``network`` (weights + architecture), ``threshold`` (the classic Sentinel-2
-            rule, no weights) or ``ensemble`` (weighted members, each a model sub-folder).
+        kind: The loader that builds the model, a name registered with
+            ``oncloudn.runtime.loader.register_kind``. The runtime registers ``network``
+            (weights + architecture), ``threshold`` (the classic Sentinel-2 rule, no weights)
+            and ``ensemble`` (weighted members, each a model sub-folder); the library may
+            register more (e.g. exported backends), which ``pack`` refuses.
         architecture: ``{"name": <registry name>, "args": {...}}``; for ``threshold`` the
             rule's parameters go in ``args``.
         bands: Input bands in channel order.
@@ -84,6 +98,8 @@ class Manifest:
         threshold: Cloud probability threshold.
         postprocess: Pixel-level steps.
         chip_rules: Chip-level rules.
+        options: Fields specific to the kind, checked by the kind's loader (empty for the
+            built-in kinds).
         provenance: Git commit, package versions, folds hash, training data.
         metrics: Validation metrics recorded at save time.
         format_version: Schema version of this file.
@@ -92,13 +108,11 @@ class Manifest:
     name: str = "model"
     kind: str = "network"
     architecture: dict[str, Any] = field(default_factory=lambda: {"name": "unet", "args": {}})
-    bands: list[str] = field(default_factory=lambda: ["B02", "B03", "B04", "B08"])
+    bands: list[str] = field(default_factory=lambda: list(BANDS))
     normalization: dict[str, Any] = field(
         default_factory=lambda: {"name": "reflectance", "params": {}}
     )
-    head: dict[str, Any] = field(
-        default_factory=lambda: {"activation": "sigmoid", "channels": 1, "positive_index": 0}
-    )
+    head: dict[str, Any] = field(default_factory=head_spec)
     weights: Optional[str] = WEIGHTS_NAME
     tta: list[str] = field(default_factory=lambda: ["identity"])
     tta_merge: str = "probability"
@@ -106,6 +120,7 @@ class Manifest:
     threshold: float = 0.5
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     chip_rules: ChipRules = field(default_factory=ChipRules)
+    options: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -118,8 +133,12 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> "Manifest":
         """Build a manifest from a dict, rejecting unknown keys with a helpful message.
 
+        A version-1 dict is upgraded to the current version (``options`` empty). The kind is
+        checked against the registered kinds when the folder is loaded, not here.
+
         Raises:
-            ValueError: Unknown keys, an unknown kind, or a newer format version.
+            ValueError: Unknown keys, a kind that is not a name, options that are not a
+                mapping, or a newer format version.
         """
         data = dict(data)
         version = int(data.get("format_version", FORMAT_VERSION))
@@ -132,18 +151,22 @@ class Manifest:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                "{}: unknown manifest keys {}; valid keys: {}".format(
-                    source, unknown, ", ".join(sorted(known))
-                )
+                "{}: unknown manifest keys {}; valid keys: {} (fields specific to a kind go in "
+                "'options')".format(source, unknown, ", ".join(sorted(known)))
             )
         data["postprocess"] = _sub_spec(PostprocessSpec, data.get("postprocess"), source)
         data["chip_rules"] = _sub_spec(ChipRules, data.get("chip_rules"), source)
+        data["format_version"] = FORMAT_VERSION
         manifest = cls(**data)
-        if manifest.kind not in MODEL_KINDS:
+        if not isinstance(manifest.kind, str) or not manifest.kind:
             raise ValueError(
-                "{}: unknown kind {!r}; choose one of: {}".format(
-                    source, manifest.kind, ", ".join(MODEL_KINDS)
-                )
+                f"{source}: kind {manifest.kind!r} must be the name of a model kind, "
+                "e.g. 'network', 'threshold' or 'ensemble'"
+            )
+        if not isinstance(manifest.options, dict):
+            raise ValueError(
+                f"{source}: options must be a mapping of the kind's fields, "
+                f"got {type(manifest.options).__name__}"
             )
         return manifest
 

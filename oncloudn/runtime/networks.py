@@ -10,9 +10,12 @@
   classes=..., **rest)``. smp is imported only when needed. The competition runtime has smp
   0.2.1: ``RUNTIME_VERIFIED_SMP`` lists the (arch, encoder) pairs whose state dicts saved with
   today's smp load into 0.2.1 and give the same outputs (``tests/runtime``).
+
+Weights are the network's plain state dict; ``strip_weight_prefixes`` (the one place that
+handles wrapper prefixes) is used both when a model folder is saved and when it is loaded.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -113,6 +116,51 @@ def build_network(
 def smp_pair(args: dict[str, Any]) -> tuple[str, str]:
     """The ``(arch, encoder_name)`` of ``smp`` network arguments (with the builder defaults)."""
     return str(args.get("arch", "Unet")), str(args.get("encoder_name", "resnet34"))
+
+
+# Key prefixes added by wrappers: DistributedDataParallel, a compiled module, CloudModel.
+WEIGHT_PREFIXES = ("module.", "_orig_mod.", "network.")
+
+
+def strip_weight_prefixes(
+    state_dict: Mapping[str, Any], prefixes: tuple = WEIGHT_PREFIXES
+) -> dict[str, Any]:
+    """A state dict without wrapper prefixes (``module.``, ``_orig_mod.``, ``network.``).
+
+    A prefix is removed only when every key carries it, and again as long as one applies, so
+    nested wrappers (e.g. ``_orig_mod.module.network.``) unwrap fully while a network whose
+    own layers merely start with such a name keeps its keys.
+    """
+    state = dict(state_dict)
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in prefixes:
+            if all(key.startswith(prefix) for key in state):
+                state = {key[len(prefix) :]: value for key, value in state.items()}
+                stripped = True
+    return state
+
+
+def load_network_state(network: nn.Module, state_dict: Mapping[str, Any], name: str) -> None:
+    """Load a network's plain state dict into ``network`` (wrapper prefixes are tolerated).
+
+    Args:
+        network: The freshly built network.
+        state_dict: Its weights, as saved in the model folder.
+        name: The model's name, for the error message.
+
+    Raises:
+        ValueError: The weights do not match the architecture.
+    """
+    try:
+        network.load_state_dict(strip_weight_prefixes(state_dict))
+    except RuntimeError as error:
+        raise ValueError(
+            f"model {name!r}: weights do not match the manifest's architecture "
+            f"({str(error).splitlines()[0]}); save the network's state_dict (not the "
+            "wrapper's) with the architecture it was trained with"
+        ) from None
 
 
 def network_stride(network: nn.Module) -> int:

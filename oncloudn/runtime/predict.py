@@ -25,7 +25,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .chipio import BANDS, CHIP_SIZE, list_chip_ids, nodata_mask, read_bands, write_mask
+from .bands import BANDS
+from .chipio import CHIP_SIZE, list_chip_ids, nodata_mask, read_bands, write_mask
 from .chipio import write_probability as _write_probability
 from .errors import ChipFormatError
 from .manifest import Manifest

@@ -24,7 +24,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-THRESHOLD_BANDS = ("B02", "B03", "B04", "B08")
+from .bands import BANDS
+
+# The bands the rule reads, in this order: the four bands of every chip.
+THRESHOLD_BANDS = BANDS
 
 THRESHOLD_DEFAULTS: dict[str, float] = {
     # DN per unit reflectance (L2A surface reflectance x 10000).

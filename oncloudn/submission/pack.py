@@ -9,10 +9,11 @@ The zip holds, at its root::
                              members are model/member_00, model/member_01, ...
 
 Before writing, every manifest is read, the runtime's ability to run each model is checked
-(network registry, smp pairs verified under smp 0.2.1, no ONNX/OpenVINO backends), and the
-model is built once and run on a small input. Entries are written in a fixed order with a
-fixed timestamp, so the same inputs give the same zip (and SHA-256). The zip is written to a
-temporary file and renamed into place.
+(a kind the runtime registers itself, not a library-only kind such as an ONNX Runtime
+backend; network registry; smp pairs verified under smp 0.2.1; no ONNX/OpenVINO weight
+files), and the model is built once and run on a small input. Entries are written in a
+fixed order with a fixed timestamp, so the same inputs give the same zip (and SHA-256). The
+zip is written to a temporary file and renamed into place.
 """
 
 from __future__ import annotations
@@ -128,14 +129,26 @@ def check_zip_entries(names: Sequence[str]) -> list[str]:
     return problems
 
 
-def runtime_problems(
-    folder: Path, manifest: Manifest | None = None, allow_unverified: bool = False
-) -> list[str]:
-    """Why the competition runtime could not run a model folder (members included)."""
-    from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, smp_pair
+def _kind_problem(folder: Path, kind_name: str) -> str | None:
+    """Why the zip's runtime cannot load this kind (``None`` when it registers the kind)."""
+    from oncloudn.runtime.loader import KINDS, registered_kinds
 
-    manifest = manifest or read_model_manifest(folder)
-    problems = []
+    kind = KINDS.get(kind_name)
+    if kind is not None and kind.runtime:
+        return None
+    runtime = ", ".join(registered_kinds(runtime_only=True))
+    if kind is None:
+        why = f"kind {kind_name!r} is not registered (registered: {', '.join(registered_kinds())})"
+    else:
+        why = f"kind {kind_name!r} is library-only ({kind.reason})"
+    return (
+        f"{folder}: {why}; the competition runtime loads only {runtime}: distill it into a "
+        "PyTorch student (`oncloudn distill`) or pack a PyTorch model folder"
+    )
+
+
+def _backend_problem(folder: Path, manifest: Manifest) -> str | None:
+    """An ONNX/OpenVINO/TensorRT backend named in a runtime kind's architecture or weights."""
     architecture = manifest.architecture or {}
     args = architecture.get("args") or {}
     backends = {str(architecture.get("name", "")).lower()}
@@ -144,26 +157,51 @@ def runtime_problems(
     backend = next((b for b in UNSUPPORTED_BACKENDS if b in backends), None)
     if backend is None and weights.endswith(UNSUPPORTED_WEIGHT_SUFFIXES):
         backend = Path(weights).suffix
-    if backend:
-        problems.append(
-            f"{folder}: backend {backend!r} cannot run in the competition runtime (it has no "
-            "onnxruntime or openvino); distill it into a PyTorch student (`oncloudn distill`) "
-            "or pack a PyTorch model folder"
+    if not backend:
+        return None
+    return (
+        f"{folder}: backend {backend!r} cannot run in the competition runtime (it has no "
+        "onnxruntime or openvino); distill it into a PyTorch student (`oncloudn distill`) "
+        "or pack a PyTorch model folder"
+    )
+
+
+def _network_problem(folder: Path, manifest: Manifest, allow_unverified: bool) -> str | None:
+    """A network the zip could not rebuild, or an smp pair not verified under smp 0.2.1."""
+    from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, smp_pair
+
+    name = (manifest.architecture or {}).get("name")
+    args = (manifest.architecture or {}).get("args") or {}
+    if name not in NETWORKS:
+        return (
+            f"{folder}: network {name!r} is not in the runtime's registry "
+            f"({', '.join(sorted(NETWORKS))}); the zip could not rebuild it"
         )
-    elif manifest.kind == "network":
-        name = architecture.get("name")
-        if name not in NETWORKS:
-            problems.append(
-                f"{folder}: network {name!r} is not in the runtime's registry "
-                f"({', '.join(sorted(NETWORKS))}); the zip could not rebuild it"
-            )
-        elif name == "smp" and smp_pair(args) not in RUNTIME_VERIFIED_SMP and not allow_unverified:
-            verified = ", ".join(f"{a}/{e}" for a, e in sorted(RUNTIME_VERIFIED_SMP))
-            problems.append(
-                f"{folder}: smp {'/'.join(smp_pair(args))} is not verified to load in the "
-                f"runtime's smp 0.2.1 (verified: {verified}); check it with `oncloudn run-local` "
-                "and pack with --allow-unverified"
-            )
+    if name == "smp" and smp_pair(args) not in RUNTIME_VERIFIED_SMP and not allow_unverified:
+        verified = ", ".join(f"{a}/{e}" for a, e in sorted(RUNTIME_VERIFIED_SMP))
+        return (
+            f"{folder}: smp {'/'.join(smp_pair(args))} is not verified to load in the "
+            f"runtime's smp 0.2.1 (verified: {verified}); check it with `oncloudn run-local` "
+            "and pack with --allow-unverified"
+        )
+    return None
+
+
+def runtime_problems(
+    folder: Path, manifest: Manifest | None = None, allow_unverified: bool = False
+) -> list[str]:
+    """Why the competition runtime could not run a model folder (members included).
+
+    A kind the runtime does not register itself (a library-only kind, or one no module has
+    registered) is refused with its reason; so are ONNX/OpenVINO backends, networks outside
+    the runtime's registry and (unless ``allow_unverified``) smp pairs not verified under
+    the runtime's smp 0.2.1.
+    """
+    manifest = manifest or read_model_manifest(folder)
+    problem = _kind_problem(folder, manifest.kind) or _backend_problem(folder, manifest)
+    if problem is None and manifest.kind == "network":
+        problem = _network_problem(folder, manifest, allow_unverified)
+    problems = [problem] if problem else []
     for member in manifest.members:
         problems += runtime_problems(folder / member["path"], allow_unverified=allow_unverified)
     return problems
@@ -221,7 +259,7 @@ def validate_model(folder: Path) -> None:
     """
     import torch
 
-    from oncloudn.runtime.model import load_model
+    from oncloudn.runtime.loader import load_model
 
     try:
         model = load_model(str(folder), "cpu")

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from oncloudn.config import TrainConfig, config_to_dict
 from oncloudn.errors import ConfigError
 from oncloudn.models.folder import save_model_folder
-from oncloudn.models.registry import architecture_spec, create_model, head_spec
+from oncloudn.models.registry import create_model
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training import data as tdata
@@ -151,19 +151,14 @@ def _build_model(config: TrainConfig, run: _Run) -> nn.Module:
     return model
 
 
-def _manifest(config: TrainConfig, fold: int, metrics: dict[str, Any]) -> Manifest:
+def _manifest(
+    model: nn.Module, config: TrainConfig, fold: int, metrics: dict[str, Any]
+) -> Manifest:
+    """The fold's manifest: the one the model carries, named, with the threshold and metrics."""
     run_name = Path(config.trainer.out_dir).name or "model"
-    return Manifest(
+    return replace(
+        _unwrap(model).manifest,
         name=f"{run_name}-fold{fold}",
-        kind="network",
-        architecture=architecture_spec(config.model),
-        bands=list(config.data.bands),
-        normalization={
-            "name": config.data.normalization.name,
-            "params": dict(config.data.normalization.params),
-        },
-        head=head_spec(config.model.head),
-        tta=["identity"],
         threshold=float(config.trainer.threshold),
         provenance={"trainer": "oncloudn.training", "fold": fold},
         metrics=dict(metrics),
@@ -485,7 +480,7 @@ def _save_best(run: _Run, model: nn.Module, chips: tdata.FoldChips, best, histor
     }
     save_model_folder(
         run.dir,
-        _manifest(run.config, run.fold, metrics),
+        _manifest(model, run.config, run.fold, metrics),
         state_dict=_unwrap(model).network.state_dict(),
         config=config_to_dict(run.config),
         metrics=metrics,

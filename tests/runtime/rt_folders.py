@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from oncloudn.runtime.manifest import Manifest, write_manifest
-from oncloudn.runtime.model import threshold_manifest
+from oncloudn.runtime.models import threshold_manifest
 from oncloudn.runtime.unet import UNet
 
 TINY_WIDTHS = [4, 8]

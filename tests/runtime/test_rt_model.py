@@ -1,4 +1,4 @@
-"""Model wrappers: head mapping, CloudModel, ThresholdModel, EnsembleModel, load_model."""
+"""Models and their loader: CloudModel, ThresholdModel, EnsembleModel, load_model."""
 
 import os
 from pathlib import Path
@@ -8,14 +8,9 @@ import pytest
 import torch
 from rt_folders import make_threshold_folder, make_unet_folder
 
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
-from oncloudn.runtime.model import (
-    CloudModel,
-    EnsembleModel,
-    ThresholdModel,
-    head_to_logits,
-    load_model,
-)
+from oncloudn.runtime.models import CloudModel, EnsembleModel, ThresholdModel
 from oncloudn.runtime.networks import NETWORKS, build_network
 from oncloudn.runtime.threshold import threshold_cloud_score
 
@@ -23,38 +18,6 @@ from oncloudn.runtime.threshold import threshold_cloud_score
 def _raw(n: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(1, 9000, (n, 4, size, size), generator=generator).float()
-
-
-def test_sigmoid_head_maps_to_zero_and_z() -> None:
-    z = torch.randn(2, 1, 3, 3)
-    logits = head_to_logits(z, {"activation": "sigmoid", "channels": 1})
-    assert torch.equal(logits[:, 0], torch.zeros(2, 3, 3))
-    assert torch.allclose(torch.softmax(logits, 1)[:, 1], torch.sigmoid(z[:, 0]))
-
-
-@pytest.mark.parametrize("positive", [0, 1])
-def test_two_channel_softmax_head_reorders(positive: int) -> None:
-    out = torch.randn(2, 2, 3, 3)
-    logits = head_to_logits(out, {"activation": "softmax", "positive_index": positive})
-    assert torch.equal(logits[:, 1], out[:, positive])
-    assert torch.equal(logits[:, 0], out[:, 1 - positive])
-
-
-def test_three_class_head_keeps_the_cloud_probability() -> None:
-    out = torch.randn(2, 3, 4, 4)  # clear, cloud, shadow
-    logits = head_to_logits(out, {"activation": "softmax", "channels": 3, "positive_index": 1})
-    expected = torch.softmax(out, 1)[:, 1]
-    assert torch.allclose(torch.softmax(logits, 1)[:, 1], expected, atol=1e-6)
-    assert torch.allclose(logits[:, 0], torch.logsumexp(out[:, [0, 2]], 1))
-
-
-def test_head_errors() -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        head_to_logits(torch.zeros(1, 2, 2, 2), {"activation": "softmax", "positive_index": 2})
-    with pytest.raises(ValueError, match="sigmoid, softmax"):
-        head_to_logits(torch.zeros(1, 1, 2, 2), {"activation": "tanh"})
-    with pytest.raises(ValueError, match="2 or more"):
-        head_to_logits(torch.zeros(1, 1, 2, 2), {"activation": "softmax"})
 
 
 def test_cloud_model_normalizes_and_returns_two_class_logits() -> None:

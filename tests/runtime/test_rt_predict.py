@@ -13,8 +13,9 @@ from PIL import Image
 from rt_folders import make_unet_folder
 
 from oncloudn.runtime import predict as rt_predict
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest
-from oncloudn.runtime.model import load_model, threshold_model
+from oncloudn.runtime.models import threshold_model
 from oncloudn.runtime.predict import fallback_mask, finalize_mask, predict_batch, predict_chips
 
 CHIPS = ["0000", "abcd", "efgh", "ijkl", "mnop", "qrst"]

@@ -19,8 +19,8 @@ import tifffile
 import torch
 from rt_folders import make_threshold_folder, make_unet_folder, make_vendored_code
 
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import ChipRules, Manifest, PostprocessSpec, write_manifest
-from oncloudn.runtime.model import load_model
 from oncloudn.runtime.networks import build_network
 from oncloudn.runtime.predict import predict_chips
 from oncloudn.submission.runtime_env import runtime_python

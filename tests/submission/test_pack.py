@@ -40,7 +40,7 @@ def test_zip_layout(tmp_path: Path, capsys) -> None:
         main_py = archive.read("main.py").decode()
     assert names[0] == "main.py"
     assert "oncloudn/__init__.py" in names
-    assert {"oncloudn/runtime/model.py", "oncloudn/runtime/predict.py"} <= set(names)
+    assert {"oncloudn/runtime/loader.py", "oncloudn/runtime/predict.py"} <= set(names)
     assert {"model/manifest.json", "model/weights.pt"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert {n.split("/")[0] for n in names} == {"main.py", "oncloudn", "model"}

@@ -25,8 +25,8 @@ from toydata import write_toy_dataset
 
 from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.chipio import read_bands
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest
-from oncloudn.runtime.model import load_model
 from oncloudn.runtime.networks import build_network
 from oncloudn.submission.pack import pack_submission
 from oncloudn.submission.run_local import run_local
