@@ -141,6 +141,8 @@ class TargetSource(Protocol):
         kinds: ``{key: "mask" | "continuous"}`` of the arrays it adds to each sample; the
             augmenter moves them with the image (nearest / bilinear) and the batches carry
             them to the objective under the same keys.
+
+    It is called in DataLoader workers: keep it picklable and on the CPU (numpy arrays).
     """
 
     kinds: Mapping[str, str]
