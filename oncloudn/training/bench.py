@@ -1,7 +1,8 @@
 """Training-throughput benchmark: samples/s and peak memory of a config's model and loss.
 
-Runs a few optimizer steps on synthetic raw-DN batches (chip-like values, random labels), so
-it measures the model, loss and optimizer, not the disk. Figures are reported, never judged.
+Runs a few of the trainer's own steps (:func:`oncloudn.training.step.train_step`) on
+synthetic raw-DN batches (chip-like values, random labels), so it measures the model,
+objective and optimizer, not the disk. Figures are reported, never judged.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from oncloudn.config import TrainConfig
-from oncloudn.models.registry import create_model
+from oncloudn.training.build import build_model
 from oncloudn.training.distributed import resolve_device
-from oncloudn.training.losses import build_loss
-from oncloudn.training.optim import build_optimizer
+from oncloudn.training.objective import Batch, Objective, build_objective
+from oncloudn.training.optim import Optimization, build_optimizer
+from oncloudn.training.step import Placement, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,32 @@ class TrainBench:
     threads: int
 
 
-def _peak_rss_mb() -> float:
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    """Peak memory in MiB and its kind: CUDA ``max_memory_allocated`` or the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocated"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    return (peak / 2**20 if sys.platform == "darwin" else peak / 1024), "cpu_peak_rss"
+
+
+def synthetic_batch(
+    batch_size: int, bands: int, size: int, device: torch.device, channels_last: bool = False
+) -> Batch:
+    """A training batch of random chip-like raw DN and random labels, every pixel valid."""
+    image = torch.randint(0, 12000, (batch_size, bands, size, size), device=device).float()
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    mask = (torch.rand(batch_size, size, size, device=device) > 0.6).float()
+    valid = torch.ones(batch_size, size, size, dtype=torch.bool, device=device)
+    return {"image": image, "mask": mask, "valid": valid}
 
 
 def bench_train(
-    config: TrainConfig, steps: int = 5, batch_size: int | None = None, size: int = 512
+    config: TrainConfig,
+    steps: int = 5,
+    batch_size: int | None = None,
+    size: int = 512,
+    objective: Objective | None = None,
 ) -> TrainBench:
     """Time ``steps`` training steps (plus one warm-up) of a config's model on ``size`` chips.
 
@@ -69,37 +90,25 @@ def bench_train(
         steps: Timed optimizer steps.
         batch_size: Chips per step (default ``trainer.batch_size``).
         size: Chip height and width (512 for On Cloud N chips).
+        objective: The loss (default: the config's label loss, as in training).
     """
     if config.trainer.cpu_threads is not None:
         torch.set_num_threads(max(1, config.trainer.cpu_threads))
-    device = resolve_device(config.trainer.device)
-    cuda = device.type == "cuda"
+    placement = Placement.of(config.trainer, resolve_device(config.trainer.device))
+    device, cuda = placement.device, placement.device.type == "cuda"
     batch_size = batch_size or config.trainer.batch_size
-    torch.manual_seed(config.trainer.seed)
-    model = create_model(config.model, config.data.bands, config.data.normalization).to(device)
-    channels_last = bool(config.trainer.channels_last and cuda)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    amp = bool(config.trainer.amp and cuda)
-    criterion = build_loss(config.loss.terms).to(device)
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    image = torch.randint(
-        0, 12000, (batch_size, len(config.data.bands), size, size), device=device
-    ).float()
-    if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
-    target = (torch.rand(batch_size, size, size, device=device) > 0.6).float()
+    model = build_model(config, placement)
+    objective = (objective or build_objective(config)).to(device)
+    optimization = Optimization(
+        build_optimizer(model.parameters(), config.optimizer),
+        torch.amp.GradScaler(device.type, enabled=placement.amp),
+    )
+    bands = len(config.data.bands)
+    batch = synthetic_batch(batch_size, bands, size, device, placement.channels_last)
     model.train()
 
     def step() -> None:
-        with torch.autocast(device_type=device.type, enabled=amp):
-            logits = model(image)
-        loss = criterion((logits[:, 1] - logits[:, 0]).float(), target)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, batch, objective, optimization, placement)
 
     step()  # warm-up (allocations, cuDNN autotuning)
     if cuda:
@@ -111,10 +120,7 @@ def bench_train(
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    if cuda:
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocated"
-    else:
-        peak, kind = _peak_rss_mb(), "cpu_peak_rss"
+    peak, kind = _peak_memory(device)
     return TrainBench(
         device=str(device),
         batch_size=batch_size,

@@ -1,9 +1,10 @@
 """Training checkpoints (``last.pt``) and the RNG states they carry, written atomically.
 
 A checkpoint holds the model, optimizer, scheduler and AMP-scaler states, the number of
-completed epochs, the best validation score so far and the RNG states of python, numpy and
-torch. The trainer additionally reseeds every epoch from ``(seed, epoch)``, so a resumed run
-replays exactly the epochs the uninterrupted run would have.
+completed epochs, the best validation so far (a :class:`BestEpoch` stored as a plain dict),
+the history and the RNG states of python, numpy and torch. The trainer additionally reseeds
+every epoch from ``(seed, epoch)``, so a resumed run replays exactly the epochs the
+uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from oncloudn.runtime.atomic import atomic_path
+from oncloudn.training.optim import Optimization
+from oncloudn.training.records import BestEpoch, Progress
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -64,3 +68,38 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (our own file: full unpickling)."""
     return torch.load(Path(path), map_location=map_location, weights_only=False)
+
+
+def save_training_state(
+    path: str | Path, network: nn.Module, optimization: Optimization, progress: Progress
+) -> Path:
+    """Save everything a resume needs (network, optimization, RNG states, progress)."""
+    state = {
+        "epoch": progress.epoch,
+        "model": network.state_dict(),
+        **optimization.state_dict(),
+        "rng": rng_state(),
+        "best": progress.best.to_dict(),
+        "history": list(progress.history),
+        "stopped_early": progress.stopped_early,
+    }
+    return save_checkpoint(path, state)
+
+
+def load_training_state(
+    path: str | Path, network: nn.Module, optimization: Optimization
+) -> Progress:
+    """Restore a :func:`save_training_state` checkpoint in place; returns its progress.
+
+    RNG states are restored too (loaded on the CPU, where they must stay).
+    """
+    state = load_checkpoint(path, "cpu")
+    network.load_state_dict(state["model"])
+    optimization.load_state_dict(state)
+    set_rng_state(state["rng"])
+    return Progress(
+        epoch=int(state["epoch"]),
+        best=BestEpoch.from_dict(state["best"]),
+        history=list(state["history"]),
+        stopped_early=bool(state["stopped_early"]),
+    )

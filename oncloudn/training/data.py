@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ from oncloudn.data.chips import DatasetPaths, list_chips
 from oncloudn.data.dataset import CloudDataset
 from oncloudn.data.folds import assign_folds, load_folds, save_folds
 from oncloudn.errors import DataError
-from oncloudn.training.augment import Augmenter
+from oncloudn.training.augment import CONTINUOUS, Augmenter
 from oncloudn.training.checkpoint import derive_seed
 from oncloudn.training.distributed import DistContext
 
@@ -132,17 +134,48 @@ def fold_chips(config: TrainConfig, folds: pd.DataFrame, fold: int) -> FoldChips
     return FoldChips(train=train, val=val, oof=held_out, excluded=n_excluded)
 
 
+class TargetSource(Protocol):
+    """Extra per-pixel training targets by chip id (e.g. cached teacher logit differences).
+
+    Attributes:
+        kinds: ``{key: "mask" | "continuous"}`` of the arrays it adds to each sample; the
+            augmenter moves them with the image (nearest / bilinear) and the batches carry
+            them to the objective under the same keys.
+
+    It is called in DataLoader workers: keep it picklable and on the CPU (numpy arrays).
+    """
+
+    kinds: Mapping[str, str]
+
+    def __call__(self, chip_id: str) -> dict[str, np.ndarray]:
+        """The chip's extra targets, ``[H, W]`` or ``[C, H, W]`` arrays keyed as ``kinds``."""
+        ...
+
+
 class TrainingDataset(Dataset):
     """Training samples augmented with a seed derived from ``(seed, epoch, index)``.
 
     The same epoch and index always give the same sample, whatever the worker count, so a
     resumed run replays its epochs exactly. Call :meth:`set_epoch` before each epoch.
+
+    Args:
+        base: The labelled raw-DN dataset.
+        augmenter: The augmentation (``None``: none); it must declare ``targets.kinds``.
+        seed: The run's seed.
+        targets: Extra per-pixel targets added to every sample (``None``: none).
     """
 
-    def __init__(self, base: CloudDataset, augmenter: Augmenter | None, seed: int) -> None:
+    def __init__(
+        self,
+        base: CloudDataset,
+        augmenter: Augmenter | None,
+        seed: int,
+        targets: TargetSource | None = None,
+    ) -> None:
         self.base = base
         self.augmenter = augmenter
         self.seed = seed
+        self.targets = targets
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -153,15 +186,23 @@ class TrainingDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict:
+        chip_id = self.base.chip_ids[index]
         sample = self.base.load_arrays(index)
+        kinds = dict(self.targets.kinds) if self.targets is not None else {}
+        if self.targets is not None:
+            sample.update(self.targets(chip_id))
         if self.augmenter is not None:
             sample = self.augmenter(sample, derive_seed(self.seed, self.epoch, index))
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(sample["image"], dtype=np.float32)),
             "mask": torch.from_numpy(np.ascontiguousarray(sample["mask"], dtype=np.float32)),
             "valid": torch.from_numpy(np.ascontiguousarray(sample["valid"], dtype=bool)),
-            "chip_id": self.base.chip_ids[index],
+            "chip_id": chip_id,
         }
+        for key, kind in kinds.items():
+            dtype = np.float32 if kind == CONTINUOUS else None
+            item[key] = torch.from_numpy(np.ascontiguousarray(sample[key], dtype=dtype))
+        return item
 
 
 def make_dataset(config: TrainConfig, chip_ids: list[str]) -> CloudDataset:

@@ -1,8 +1,10 @@
-"""Optimizers (Adam, AdamW, SGD) and per-step learning-rate schedules."""
+"""Optimizers (Adam, AdamW, SGD), per-step learning-rate schedules and the AMP scaler."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -70,3 +72,33 @@ def build_scheduler(
     raise ConfigError(
         f"unknown schedule.name {config.name!r}; choose one of: {', '.join(SCHEDULES)}"
     )
+
+
+@dataclass
+class Optimization:
+    """What one optimizer step updates, stepped in this order by the training step.
+
+    Attributes:
+        optimizer: The optimizer.
+        scaler: The AMP gradient scaler (disabled without AMP).
+        scheduler: The per-step learning-rate schedule (``None``: constant, e.g. benchmarks).
+    """
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, scheduler and scaler states (checkpoint keys of ``last.pt``)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the states saved by :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])

@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from oncloudn.config import TrainConfig, load_config
+from oncloudn.data.chips import DatasetPaths, read_chip
 from oncloudn.data.sample import generate_sample_dataset
 from oncloudn.models.folder import load_model_folder
 from oncloudn.runtime.manifest import read_manifest
+from oncloudn.training.objective import Objective, build_objective
 from oncloudn.training.oof import read_oof, read_oof_folder
+from oncloudn.training.records import BestEpoch
 from oncloudn.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,19 +74,22 @@ def test_resume_reproduces_uninterrupted_run(
     extra = ("trainer.epochs=2",)
     full = train(tiny_config(sample_root, tmp_path / "full", *extra))
     # Kill the second run in the middle of its second epoch (after epoch 1's checkpoint).
-    real_epoch = trainer_module._train_epoch
+    real_epoch = trainer_module.train_epoch
+    epochs_started: list[str] = []
 
     def killed_in_epoch_2(*args, **kwargs):
-        if kwargs.get("epoch", args[-1]) == 1:
+        epochs_started.append(kwargs["label"])
+        if len(epochs_started) == 2:
             raise Killed()
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "_train_epoch", killed_in_epoch_2)
+    monkeypatch.setattr(trainer_module, "train_epoch", killed_in_epoch_2)
     with pytest.raises(Killed):
         train(tiny_config(sample_root, tmp_path / "killed", *extra))
     state = torch.load(tmp_path / "killed" / "fold_0" / "last.pt", weights_only=False)
     assert state["epoch"] == 1 and not state["stopped_early"]
-    monkeypatch.setattr(trainer_module, "_train_epoch", real_epoch)
+    assert epochs_started == ["fold 0 epoch 1/2", "fold 0 epoch 2/2"]
+    monkeypatch.setattr(trainer_module, "train_epoch", real_epoch)
     resumed = train(tiny_config(sample_root, tmp_path / "killed", *extra), resume=True)
     assert resumed.folds[0].epochs_run == 2
     final_full = torch.load(full.folds[0].model_dir / "last.pt", weights_only=False)["model"]
@@ -149,3 +155,62 @@ def test_early_stopping_and_softmax_head(
     manifest = read_manifest(str(fold.model_dir))
     assert manifest.head == {"activation": "softmax", "channels": 2, "positive_index": 1}
     assert load_model_folder(fold.model_dir)(torch.zeros(1, 4, 32, 32)).shape == (1, 2, 32, 32)
+
+
+class RecordingObjective(Objective):
+    """Three times the label loss; records each call's loss and checks the extra target."""
+
+    name = "recording"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        self.label = build_objective(config)
+        self.losses: list[float] = []
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        teacher, image, valid = batch["teacher"], batch["image"], batch["valid"]
+        assert teacher.device == image.device and teacher.dtype == torch.float32
+        # The target moved with the image through RandomCrop and D4.
+        torch.testing.assert_close(teacher[valid], image[:, 0][valid] / 1000, rtol=1e-5, atol=0)
+        self.shapes.append(tuple(teacher.shape))
+        loss = 3 * self.label(logits, batch)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+
+class BandTarget:
+    """A continuous per-pixel target computed from the chip's first band (a stand-in cache)."""
+
+    kinds = {"teacher": "continuous"}
+
+    def __init__(self, root: Path) -> None:
+        self.paths = DatasetPaths(root, "train")
+
+    def __call__(self, chip_id: str) -> dict[str, np.ndarray]:
+        image = read_chip(self.paths, chip_id, with_label=False).bands
+        return {"teacher": image[0].astype(np.float32) / 1000}
+
+
+def test_injected_objective_and_targets_are_used(sample_root: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    config = tiny_config(sample_root, tmp_path / "objective", "trainer.epochs=2")
+    objective = RecordingObjective(config)
+    (fold,) = train(config, objective=objective, targets=BandTarget(sample_root)).folds
+    assert len(objective.losses) == 4  # 2 epochs x 2 steps
+    assert all(shape[1:] == (32, 32) for shape in objective.shapes)  # cropped like the image
+    history = [record["loss"] for record in fold.history]
+    assert history == pytest.approx([np.mean(objective.losses[:2]), np.mean(objective.losses[2:])])
+    # Without the injected objective the same run has a third of the first epoch's loss.
+    (plain,) = train(tiny_config(sample_root, tmp_path / "plain", "trainer.epochs=2")).folds
+    assert plain.history[0]["loss"] == pytest.approx(history[0] / 3, rel=1e-5)
+
+
+def test_checkpoint_keeps_a_typed_best_epoch(sample_root: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    (fold,) = train(tiny_config(sample_root, tmp_path / "best")).folds
+    state = torch.load(fold.model_dir / "last.pt", weights_only=False)
+    assert isinstance(state["best"], dict)  # readable without the package's classes
+    best = BestEpoch.from_dict(state["best"])
+    assert best.epoch == fold.best_epoch == 1 and best.score == fold.best_score
+    assert best.stale == 0 and best.union > 0

@@ -1,0 +1,45 @@
+"""Training configs: the typed schema (``schema.py``) and its YAML loader (``loader.py``).
+
+``from oncloudn.config import TrainConfig, load_config`` keeps working: this package
+re-exports both modules' public names.
+"""
+
+from oncloudn.config.loader import (
+    apply_override,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from oncloudn.config.schema import (
+    AugmentConfig,
+    AugmentStep,
+    DataConfig,
+    LossConfig,
+    LossTerm,
+    ModelConfig,
+    NormalizationConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+    TrainerConfig,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "AugmentStep",
+    "DataConfig",
+    "LossConfig",
+    "LossTerm",
+    "ModelConfig",
+    "NormalizationConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "apply_override",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
