@@ -125,6 +125,7 @@ class _Run:
         self.context = options["context"]
         self.fixed_fn = options["probability_fn"]
         self.chip_rules = options["chip_rules"]
+        self.sink = options["sink"]
         self.bands = list(model.bands) if model is not None else list(BANDS)
         self.manifest = getattr(model, "manifest", None) or Manifest()
         self.multiple = input_multiple(model)
@@ -164,10 +165,12 @@ class _Run:
         try:
             if self.mask_dir:
                 write_mask(os.path.join(self.mask_dir, chip_id + ".tif"), mask, crs, transform)
+            values = mask.astype(np.float32) if probability is None else probability
             if self.proba_dir:
-                values = mask.astype(np.float32) if probability is None else probability
                 path = os.path.join(self.proba_dir, chip_id + ".tif")
                 _write_probability(path, values, crs, transform)
+            if self.sink is not None:
+                self.sink(chip_id, values, mask)
         except Exception as error:  # noqa: BLE001 - logged, and the caller's check sees it
             LOGGER.error("chip %s: cannot write its mask: %s", chip_id, error)
             self.failed[chip_id] = f"write failed: {type(error).__name__}: {error}"
@@ -354,7 +357,7 @@ def _summary(run: _Run, chip_ids: list[str]) -> dict[str, Any]:
 
 
 def _output_dirs(out_dir, write_masks, write_probabilities, probabilities_dir):
-    mask_dir = out_dir if write_masks else None
+    mask_dir = out_dir if write_masks and out_dir else None
     proba_dir = None
     if write_probabilities:
         proba_dir = probabilities_dir or os.path.normpath(out_dir) + "_probabilities"
@@ -396,7 +399,7 @@ def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progr
 def predict_chips(
     model: Any,
     features_dir: str,
-    out_dir: str,
+    out_dir: Optional[str],
     chip_ids: Optional[Sequence[str]] = None,
     batch_size: int = 4,
     device: str = "cpu",
@@ -411,13 +414,15 @@ def predict_chips(
     write_masks: bool = True,
     chip_rules: bool = True,
     progress: Optional[Callable[[int], None]] = None,
+    sink: Optional[Callable[[str, np.ndarray, np.ndarray], None]] = None,
 ) -> dict[str, Any]:
     """Predict every chip of ``features_dir`` into ``out_dir/<chip_id>.tif``.
 
     Args:
         model: A loaded model (``load_model``); ``None`` applies the fallback rule to all.
         features_dir: ``<root>/test_features`` (one folder per chip).
-        out_dir: Prediction folder (created); receives exactly one mask per chip.
+        out_dir: Prediction folder (created); receives exactly one mask per chip (``None``:
+            no mask files, e.g. with a ``sink``).
         chip_ids: Chips to predict (default: every non-hidden folder of ``features_dir``).
         batch_size: Chips per forward pass.
         device: Torch device the model lives on.
@@ -435,6 +440,8 @@ def predict_chips(
         write_masks: Write the masks to ``out_dir`` (``False``: probabilities only).
         chip_rules: Apply the manifest's chip-level rules.
         progress: Called with the number of chips of each finished batch.
+        sink: Called as ``sink(chip_id, probability, mask)`` for every chip written (the
+            probability of a fallback chip is its mask as float32), to keep results in memory.
 
     Returns:
         Summary: ``n_chips``, ``n_written``, ``n_fallback``, ``n_all_nodata``, ``failed``
@@ -453,6 +460,7 @@ def predict_chips(
         "context": context,
         "probability_fn": probability_fn,
         "chip_rules": chip_rules,
+        "sink": sink,
     }
     run = _Run(model, features_dir, options)
     batch_size = max(1, int(batch_size))

@@ -101,11 +101,14 @@ def predict_probabilities(
 
     Args:
         probability_fn: See :func:`model_probability_fn`.
-        raw: Raw DN (uint16 or float) in the model's band order.
+        raw: Raw DN (uint16 or float array, or a tensor) in the model's band order.
         device: Where the input goes.
         multiple: The network's stride: ``H`` and ``W`` are padded to its multiples.
     """
-    x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(device)
+    if isinstance(raw, torch.Tensor):
+        x = raw.to(device).float()
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(device)
     height, width = int(x.shape[-2]), int(x.shape[-1])
     probability = probability_fn(pad_to_multiple(x, multiple))
     return probability[:, :height, :width].float().cpu().numpy()

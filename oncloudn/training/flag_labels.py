@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
 from oncloudn.errors import DataError
+from oncloudn.models.folder import load_model_folder, read_model_manifest
 from oncloudn.runtime.atomic import atomic_path
+from oncloudn.runtime.predict import predict_chips
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training.oof import read_oof, read_oof_folder
 
@@ -117,18 +118,25 @@ def flag_labels(
 def model_probabilities(
     folder: str | Path, paths: DatasetPaths, device: str = "cpu", batch_size: int = 4
 ) -> dict[str, np.ndarray]:
-    """Cloud probabilities of every chip of ``paths`` from a model folder (its TTA)."""
-    from oncloudn.data.dataset import CloudDataset
-    from oncloudn.models.folder import load_model_folder
+    """Cloud probabilities of every chip of ``paths`` from a model folder (its TTA).
 
+    Driven through the prediction core's folder level, kept in memory (no files): an
+    unreadable chip gets the same fallback as in ``oncloudn predict``.
+    """
     model = load_model_folder(folder, device)
-    dataset = CloudDataset(paths, bands=model.bands, with_labels=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    chip_ids = list(list_chips(paths)["chip_id"])
     out: dict[str, np.ndarray] = {}
-    for batch in tqdm(loader, desc="predict", leave=False):
-        proba = model.predict_proba(batch["image"].to(device)).float().cpu().numpy()
-        for chip_id, value in zip(batch["chip_id"], proba, strict=True):
-            out[chip_id] = value
+    with tqdm(total=len(chip_ids), desc="predict", leave=False) as bar:
+        predict_chips(
+            model,
+            str(paths.features_dir),
+            None,
+            chip_ids=chip_ids,
+            batch_size=batch_size,
+            device=device,
+            progress=bar.update,
+            sink=lambda chip_id, probability, _mask: out.__setitem__(chip_id, probability),
+        )
     return out
 
 
@@ -147,8 +155,6 @@ def load_predictions(
     if source.is_file() and source.suffix == ".npz":
         return read_oof(source), None
     if (source / "manifest.json").is_file():
-        from oncloudn.models.folder import read_model_manifest
-
         threshold = read_model_manifest(source).threshold
         return model_probabilities(source, paths, device), threshold
     if source.is_dir():

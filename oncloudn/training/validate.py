@@ -1,7 +1,8 @@
 """Validation by the competition metric and the fold's out-of-fold (OOF) predictions.
 
-:func:`forward_probability` is the only place validation runs the model; it is kept apart so
-it can become the shared prediction core (raw DN in, forward pass injected) later.
+:func:`forward_probability` is the only place validation runs the model: the prediction
+core's array level with the trainer's forward pass injected, so validation scores what
+``oncloudn predict`` and ``main.py`` would compute.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from oncloudn.runtime.predict_array import input_multiple, predict_probabilities
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training import data as tdata
 from oncloudn.training.build import FoldRun
@@ -24,10 +26,18 @@ from oncloudn.training.step import Placement
 
 
 def forward_probability(model: nn.Module, image: torch.Tensor, placement: Placement) -> np.ndarray:
-    """Cloud probabilities ``[N, H, W]`` (float32 numpy) of a raw-DN image batch."""
-    with torch.no_grad(), placement.autocast():
-        logits = model(placement.image(image))
-    return torch.sigmoid(cloud_logit(logits).float()).cpu().numpy()
+    """Cloud probabilities ``[N, H, W]`` (float32 numpy) of a raw-DN image batch.
+
+    The prediction core's array level (``oncloudn.runtime.predict_array``) with the trainer's
+    own forward pass injected: its placement (device, channels-last) and autocast.
+    """
+
+    def probability(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), placement.autocast():
+            logits = model(placement.image(x))
+        return torch.sigmoid(cloud_logit(logits).float())
+
+    return predict_probabilities(probability, image, placement.device, input_multiple(model))
 
 
 def evaluate(
