@@ -56,7 +56,7 @@ def run_demo(
     """
     from oncloudn.data.sample import generate_sample_dataset
     from oncloudn.data.validate import check_dataset
-    from oncloudn.models.folder import make_threshold_folder
+    from oncloudn.models.builders import make_threshold_folder
     from oncloudn.scoring.leaderboard import leaderboard
     from oncloudn.submission.pack import pack_submission
     from oncloudn.submission.run_local import run_local

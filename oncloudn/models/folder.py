@@ -7,31 +7,28 @@ A model folder holds::
     config.yaml     the resolved training config (trained models)
     metrics.json    validation metrics (also copied into the manifest)
 
-Ensembles keep their members in sub-folders (``member_00``, ``member_01``...) named in the
-manifest's ``members``. The manifest is written last, so a folder with a manifest is complete.
-Every file is written atomically (temporary file + ``os.replace``).
+Builders (threshold rule, ensembles) live in ``builders.py``, provenance in ``provenance.py``,
+descriptions in ``describe.py``. Ensembles keep their members in sub-folders (``member_00``,
+``member_01``...) named in the manifest's ``members``. The manifest is written last, so a
+folder with a manifest is complete. Every file is written atomically (temporary file +
+``os.replace``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
-import platform
 import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
-from importlib import metadata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
 from oncloudn.errors import ConfigError
-from oncloudn.hashing import sha256_file
+from oncloudn.models.provenance import build_provenance, plain_data
 from oncloudn.runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from oncloudn.runtime.manifest import (
     MANIFEST_NAME,
@@ -40,7 +37,6 @@ from oncloudn.runtime.manifest import (
     read_manifest,
     write_manifest,
 )
-from oncloudn.runtime.models import ensemble_manifest, threshold_manifest
 from oncloudn.runtime.networks import strip_weight_prefixes
 
 logger = logging.getLogger(__name__)
@@ -48,80 +44,7 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 MEMBER_PREFIX = "member_"
-PROVENANCE_PACKAGES = ("torch", "numpy", "segmentation_models_pytorch", "oncloudn")
 MODEL_FILES = (MANIFEST_NAME, CONFIG_NAME, METRICS_NAME)
-
-
-def _plain(value: Any) -> Any:
-    """A config value as plain YAML/JSON data (dataclasses, paths and tuples converted)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch values
-        return value.tolist()
-    return value
-
-
-def git_commit(repo: Path | None = None) -> dict[str, Any]:
-    """``{"commit": sha, "dirty": bool}`` of the checkout holding the package, or ``{}``."""
-    repo = repo or Path(__file__).resolve().parents[2]
-    if not (repo / ".git").exists():
-        return {}
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
-        )
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if commit.returncode != 0:
-        return {}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def package_versions(names: Sequence[str] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
-    """Installed versions of ``names`` (``None`` when a package is absent)."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def build_provenance(
-    folds_path: str | os.PathLike | None = None, training_data: Any = None
-) -> dict[str, Any]:
-    """Provenance of a model saved now: git commit, package versions, folds hash, data."""
-    provenance: dict[str, Any] = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "python": platform.python_version(),
-        "packages": package_versions(),
-    }
-    git = git_commit()
-    if git:
-        provenance["git_commit"] = git["commit"]
-        provenance["git_dirty"] = git["dirty"]
-    if folds_path is not None:
-        if not Path(folds_path).is_file():
-            raise ConfigError(f"folds file {folds_path} does not exist; pass the folds CSV used")
-        provenance["folds_file"] = Path(folds_path).name
-        provenance["folds_sha256"] = sha256_file(folds_path)
-    if training_data is not None:
-        provenance["training_data"] = _plain(training_data)
-    return provenance
 
 
 def _as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
@@ -196,10 +119,10 @@ def save_model_folder(
     if state_dict is not None and weights_path is not None:
         save_weights(weights_path, state_dict)
     if config is not None:
-        text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
+        text = yaml.safe_dump(plain_data(config), sort_keys=False, default_flow_style=False)
         atomic_write_text(folder / CONFIG_NAME, text)
     if metrics is not None:
-        manifest.metrics = _plain(dict(metrics))
+        manifest.metrics = plain_data(dict(metrics))
         atomic_write_json(folder / METRICS_NAME, manifest.metrics)
     write_manifest(str(folder), manifest)
     logger.info("saved model folder %s (%s, %s)", folder, manifest.kind, manifest.name)
@@ -229,30 +152,6 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
 
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
     return load_model(str(folder), device)
-
-
-def make_threshold_folder(
-    folder: str | os.PathLike,
-    params: Mapping[str, float] | None = None,
-    name: str = "threshold",
-    threshold: float = 0.5,
-) -> Path:
-    """A model folder for the classic Sentinel-2 thresholding rule (no weights).
-
-    Args:
-        folder: Destination.
-        params: Overrides of ``oncloudn.runtime.threshold.THRESHOLD_DEFAULTS``.
-        name: The manifest's name.
-        threshold: Cut-off on the rule's soft score.
-
-    Raises:
-        ConfigError: Unknown rule parameters.
-    """
-    try:
-        manifest = threshold_manifest(params, name=name, threshold=float(threshold))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    return save_model_folder(folder, manifest)
 
 
 def model_files(folder: Path, manifest: Manifest | None = None) -> list[Path]:
@@ -285,119 +184,3 @@ def copy_model_folder(source: str | os.PathLike, destination: str | os.PathLike)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, target)
     return destination
-
-
-def make_ensemble_folder(
-    folder: str | os.PathLike,
-    member_dirs: Sequence[str | os.PathLike],
-    weights: Sequence[float] | None = None,
-    name: str = "ensemble",
-    threshold: float | None = None,
-) -> Path:
-    """An ensemble model folder: members copied into ``member_00``, ``member_01``...
-
-    The ensemble merges its members' cloud probabilities with the given weights (default:
-    equal), then applies its own TTA views, threshold and post-processing (the runtime runs
-    every member with the ensemble's views). Its ``bands`` are the union of the members'
-    bands (each member reads its own). TTA views, post-processing and chip rules are taken
-    from the members when they all agree (else identity / none); the threshold defaults to
-    the members' mean threshold.
-
-    Raises:
-        ConfigError: No members, a weight count mismatch, or non-positive weights.
-    """
-    folder = Path(folder)
-    if not member_dirs:
-        raise ConfigError("an ensemble needs at least one member model folder")
-    weights = [1.0] * len(member_dirs) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(member_dirs):
-        raise ConfigError(
-            f"{len(weights)} ensemble weights for {len(member_dirs)} members; give one per member"
-        )
-    if min(weights) <= 0:
-        raise ConfigError(f"ensemble weights must be positive, got {weights}")
-    members, bands, manifests = [], [], []
-    for index, (member_dir, weight) in enumerate(zip(member_dirs, weights, strict=True)):
-        member_manifest = read_model_manifest(member_dir)
-        manifests.append(member_manifest)
-        sub = f"{MEMBER_PREFIX}{index:02d}"
-        if (folder / sub).exists():
-            shutil.rmtree(folder / sub)
-        copy_model_folder(member_dir, folder / sub)
-        members.append({"path": sub, "weight": weight})
-        bands += [band for band in member_manifest.bands if band not in bands]
-    manifest = ensemble_manifest(
-        bands,
-        members,
-        name=name,
-        threshold=float(
-            np.mean([m.threshold for m in manifests]) if threshold is None else threshold
-        ),
-    )
-    for key in ("tta", "tta_merge", "postprocess", "chip_rules"):
-        values = [getattr(m, key) for m in manifests]
-        if all(value == values[0] for value in values):
-            setattr(manifest, key, values[0])
-        else:
-            logger.warning("ensemble members disagree on %s; the ensemble uses the default", key)
-    return save_model_folder(folder, manifest)
-
-
-def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int:
-    """Number of weight values in a model folder (members included; 0 for rules)."""
-    folder = Path(folder)
-    manifest = manifest or read_model_manifest(folder)
-    total = 0
-    if manifest.weights and (folder / manifest.weights).is_file():
-        state = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
-        total += sum(value.numel() for value in state.values() if torch.is_tensor(value))
-    for member in manifest.members:
-        total += count_parameters(folder / member["path"])
-    return total
-
-
-def describe_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
-    """A JSON-ready summary of a model folder (for ``run.json``, reports and the CLI).
-
-    Returns:
-        name, kind, architecture, bands, normalization, tta, threshold, postprocess and
-        chip_rules (non-default steps only), members, params, weights_bytes, metrics,
-        git_commit.
-    """
-    folder = Path(folder)
-    manifest = read_model_manifest(folder)
-    defaults = Manifest()
-    files = model_files(folder, manifest)
-    summary = {
-        "name": manifest.name,
-        "kind": manifest.kind,
-        "architecture": manifest.architecture.get("name"),
-        "architecture_args": manifest.architecture.get("args", {}),
-        "bands": list(manifest.bands),
-        "normalization": manifest.normalization.get("name"),
-        "tta": list(manifest.tta),
-        "threshold": manifest.threshold,
-        "postprocess": _changed(manifest.postprocess, defaults.postprocess),
-        "chip_rules": _changed(manifest.chip_rules, defaults.chip_rules),
-        "members": [
-            {"path": m["path"], "weight": m.get("weight", 1.0), **_member_brief(folder, m)}
-            for m in manifest.members
-        ],
-        "params": count_parameters(folder, manifest),
-        "weights_bytes": sum(
-            (folder / f).stat().st_size for f in files if f.suffix in (".pt", ".pth")
-        ),
-        "metrics": manifest.metrics,
-        "git_commit": manifest.provenance.get("git_commit"),
-    }
-    return summary
-
-
-def _member_brief(folder: Path, member: Mapping[str, Any]) -> dict[str, Any]:
-    sub = read_model_manifest(folder / member["path"])
-    return {"name": sub.name, "kind": sub.kind, "architecture": sub.architecture.get("name")}
-
-
-def _changed(spec: Any, default: Any) -> dict[str, Any]:
-    current, base = dataclasses.asdict(spec), dataclasses.asdict(default)
-    return {key: value for key, value in current.items() if value != base[key]}

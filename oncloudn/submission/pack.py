@@ -30,12 +30,8 @@ from pathlib import Path
 from oncloudn import __version__
 from oncloudn.errors import ConfigError, SubmissionError
 from oncloudn.hashing import sha256_file
-from oncloudn.models.folder import (
-    copy_model_folder,
-    make_ensemble_folder,
-    model_files,
-    read_model_manifest,
-)
+from oncloudn.models.builders import make_ensemble_folder
+from oncloudn.models.folder import copy_model_folder, model_files, read_model_manifest
 from oncloudn.runtime.atomic import atomic_path
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
 
@@ -332,7 +328,7 @@ def pack_submission(
             runtime, or the zip would break the runtime's rules.
         ConfigError: Bad overrides or ensemble weights.
     """
-    from oncloudn.models.folder import describe_model_folder
+    from oncloudn.models.describe import describe_model_folder
 
     out_zip = Path(out_zip)
     if out_zip.exists() and not force:

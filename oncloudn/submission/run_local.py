@@ -317,7 +317,7 @@ def _python_version(python: str) -> str:
 
 
 def _model_summary(code_dir: Path) -> dict[str, Any]:
-    from oncloudn.models.folder import describe_model_folder
+    from oncloudn.models.describe import describe_model_folder
 
     model_dir = code_dir / "model"
     if not (model_dir / "manifest.json").is_file():

@@ -12,7 +12,8 @@ import torch
 from oncloudn.cli.main import main
 from oncloudn.errors import ConfigError, DataError
 from oncloudn.inference.predictor import parse_tta, predict_folder
-from oncloudn.models.folder import make_threshold_folder, save_model_folder
+from oncloudn.models.builders import make_threshold_folder
+from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.chipio import read_bands
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.networks import build_network

@@ -11,14 +11,9 @@ import torch
 import yaml
 
 from oncloudn.errors import ConfigError
-from oncloudn.models.folder import (
-    describe_model_folder,
-    load_model_folder,
-    make_ensemble_folder,
-    make_threshold_folder,
-    model_files,
-    save_model_folder,
-)
+from oncloudn.models.builders import make_ensemble_folder, make_threshold_folder
+from oncloudn.models.describe import describe_model_folder
+from oncloudn.models.folder import load_model_folder, model_files, save_model_folder
 from oncloudn.runtime.manifest import Manifest, read_manifest
 from oncloudn.runtime.networks import build_network
 

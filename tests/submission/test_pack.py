@@ -11,7 +11,8 @@ import torch
 
 from oncloudn.cli.main import main
 from oncloudn.errors import SubmissionError
-from oncloudn.models.folder import make_threshold_folder, save_model_folder
+from oncloudn.models.builders import make_threshold_folder
+from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
 from oncloudn.runtime.networks import build_network
 from oncloudn.submission.pack import FORBIDDEN_TOP_LEVEL, check_zip_entries, pack_submission

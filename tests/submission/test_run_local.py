@@ -17,7 +17,8 @@ from toydata import write_toy_dataset
 
 from oncloudn.cli.main import main
 from oncloudn.errors import SubmissionError
-from oncloudn.models.folder import make_threshold_folder, save_model_folder
+from oncloudn.models.builders import make_threshold_folder
+from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.networks import build_network
 from oncloudn.scoring.leaderboard import leaderboard
