@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
 from oncloudn.errors import DataError
-from oncloudn.runtime.chipio import BANDS
+from oncloudn.runtime.bands import BANDS, IGNORE_VALUE
 from oncloudn.runtime.normalize import NORMALIZATIONS, normalize
 
 
@@ -50,7 +50,7 @@ class CloudDataset(Dataset):
         transform: Callable[[dict], dict] | None = None,
         normalization: str | None = None,
         normalization_params: dict | None = None,
-        ignore_value: int | None = 255,
+        ignore_value: int | None = IGNORE_VALUE,
     ) -> None:
         if normalization is not None and normalization not in NORMALIZATIONS:
             raise DataError(

@@ -19,13 +19,13 @@ from tqdm import tqdm
 
 from oncloudn.data.chips import DatasetPaths, read_chip, read_metadata
 from oncloudn.errors import ChipError, DataError
-from oncloudn.runtime.chipio import CHIP_SIZE, list_chip_ids
+from oncloudn.runtime.bands import CHIP_SIZE, IGNORE_VALUE
+from oncloudn.runtime.chipio import list_chip_ids
 
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ("chip_id", "location", "datetime")
-LABEL_VALUES = {0, 1, 255}
-IGNORE_VALUE = 255
+LABEL_VALUES = {0, 1, IGNORE_VALUE}
 BRIGHT_VISIBLE = 4000.0  # mean of B02-B04 (DN) above which a pixel counts as very bright
 BRIGHT_SHARE = 0.8  # share of very bright pixels that makes an empty label suspicious
 ALL_CLOUD = 0.999

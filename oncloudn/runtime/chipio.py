@@ -15,7 +15,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from .atomic import atomic_path
-from .bands import BANDS
+from .bands import BANDS, CHIP_SIZE  # noqa: F401 - CHIP_SIZE re-exported
 from .errors import (
     ChipFormatError,
     ChipNotFoundError,
@@ -23,8 +23,6 @@ from .errors import (
     MissingBandError,
     MissingLabelError,
 )
-
-CHIP_SIZE = 512
 
 
 def list_chip_ids(features_dir: str) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-REFLECTANCE_SCALE = 10000.0
+from .bands import REFLECTANCE_SCALE
 
 
 def _raw(x: torch.Tensor, params: dict) -> torch.Tensor:

@@ -24,14 +24,14 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .bands import BANDS
+from .bands import BANDS, REFLECTANCE_SCALE
 
 # The bands the rule reads, in this order: the four bands of every chip.
 THRESHOLD_BANDS = BANDS
 
 THRESHOLD_DEFAULTS: dict[str, float] = {
     # DN per unit reflectance (L2A surface reflectance x 10000).
-    "scale": 10000.0,
+    "scale": REFLECTANCE_SCALE,
     # Test 1: mean visible reflectance above this is "bright".
     "brightness": 0.22,
     "brightness_softness": 0.02,

@@ -29,8 +29,7 @@ import numpy as np
 
 from oncloudn.config import AugmentConfig, AugmentStep
 from oncloudn.errors import ConfigError
-
-REFLECTANCE_SCALE = 10000.0
+from oncloudn.runtime.bands import REFLECTANCE_SCALE
 
 MASK = "mask"
 CONTINUOUS = "continuous"

@@ -23,6 +23,7 @@ from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
 from oncloudn.errors import DataError
 from oncloudn.models.folder import load_model_folder, read_model_manifest
 from oncloudn.runtime.atomic import atomic_path
+from oncloudn.runtime.bands import IGNORE_VALUE
 from oncloudn.runtime.predict import predict_chips
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training.oof import read_oof, read_oof_folder
@@ -60,7 +61,7 @@ def chip_disagreement(probability: np.ndarray, label: np.ndarray, threshold: flo
         )
     pred = probability >= threshold
     cloud = label == 1
-    valid = label != 255
+    valid = label != IGNORE_VALUE
     jaccard = _jaccard(pred & valid, cloud)
     inverted = _jaccard(pred & valid, ~cloud & valid)
     n_valid = max(1, int(valid.sum()))

@@ -15,8 +15,9 @@ from torch import nn
 
 from oncloudn.config import LossTerm
 from oncloudn.errors import ConfigError
+from oncloudn.runtime.bands import IGNORE_VALUE
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = IGNORE_VALUE
 
 
 def _bce(params: dict) -> nn.Module:
