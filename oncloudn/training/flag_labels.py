@@ -21,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
+from oncloudn.data.dataset import CloudDataset
 from oncloudn.errors import DataError
+from oncloudn.models.folder import load_model_folder, read_model_manifest
 from oncloudn.runtime.atomic import atomic_path
 from oncloudn.scoring.metric import chip_counts
 from oncloudn.training.oof import read_oof, read_oof_folder
@@ -118,9 +120,6 @@ def model_probabilities(
     folder: str | Path, paths: DatasetPaths, device: str = "cpu", batch_size: int = 4
 ) -> dict[str, np.ndarray]:
     """Cloud probabilities of every chip of ``paths`` from a model folder (its TTA)."""
-    from oncloudn.data.dataset import CloudDataset
-    from oncloudn.models.folder import load_model_folder
-
     model = load_model_folder(folder, device)
     dataset = CloudDataset(paths, bands=model.bands, with_labels=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -147,8 +146,6 @@ def load_predictions(
     if source.is_file() and source.suffix == ".npz":
         return read_oof(source), None
     if (source / "manifest.json").is_file():
-        from oncloudn.models.folder import read_model_manifest
-
         threshold = read_model_manifest(source).threshold
         return model_probabilities(source, paths, device), threshold
     if source.is_dir():
