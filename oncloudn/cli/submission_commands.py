@@ -289,6 +289,7 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
 
 def run_runtime_env_install(args: argparse.Namespace) -> int:
     """Install (or reuse) and print the folder and versions."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.submission.runtime_env import install_runtime_smp, installed_versions
 
     start = time.monotonic()
@@ -303,6 +304,7 @@ def run_runtime_env_install(args: argparse.Namespace) -> int:
 
 def run_runtime_env_install_python(args: argparse.Namespace) -> int:
     """Create (or reuse) the environment and print its interpreter."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.submission.runtime_env import find_python39, install_runtime_python
 
     base = args.base or find_python39()
