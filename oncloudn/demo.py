@@ -11,7 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oncloudn.config import load_config
+from oncloudn.data.sample import generate_sample_dataset
+from oncloudn.data.validate import check_dataset
 from oncloudn.errors import DataError
+from oncloudn.models.builders import make_threshold_folder
+from oncloudn.scoring.leaderboard import leaderboard
+from oncloudn.scoring.run_scores import score_run
+from oncloudn.submission.pack import pack_submission
+from oncloudn.submission.run_local import run_local
+from oncloudn.training.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +63,6 @@ def run_demo(
     Returns:
         The scores of each packed submission on the sample test split.
     """
-    from oncloudn.data.sample import generate_sample_dataset
-    from oncloudn.data.validate import check_dataset
-    from oncloudn.models.builders import make_threshold_folder
-    from oncloudn.scoring.leaderboard import leaderboard
-    from oncloudn.submission.pack import pack_submission
-    from oncloudn.submission.run_local import run_local
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise FileExistsError(
@@ -89,18 +91,17 @@ def run_demo(
         logger.info("demo: packing and running %s", name)
         zip_path = out_dir / f"submission-{name}.zip"
         pack_submission([model_dir], zip_path, force=True)
-        run = run_local(
-            zip_path,
-            data_root,
-            out_dir / "runs" / name,
-            labels_dir=data_root / "test_labels",
-            record=True,
-            db_path=db_path,
-            force=True,
-        )
+        run = run_local(zip_path, data_root, out_dir / "runs" / name, force=True)
         if not run.passed:
             raise DataError(f"demo: {name} broke the runtime's rules: {run.problems}")
-        result.scores[name] = float(run.score.jaccard)
+        scored = score_run(
+            run.predictions_dir,
+            data_root / "test_labels",
+            checked_chip_ids=run.chip_ids,
+            record=True,
+            db_path=db_path,
+        )
+        result.scores[name] = float(scored.report.jaccard)
     table = leaderboard(db_path)
     logger.info("demo: leaderboard\n%s", table.to_string(index=False))
     result.seconds = time.perf_counter() - start
@@ -108,9 +109,6 @@ def run_demo(
 
 
 def _train_tiny_unet(data_root: Path, models_dir: Path, seed: int, epochs: int) -> Path:
-    from oncloudn.config import load_config
-    from oncloudn.training.trainer import train
-
     config = load_config(
         repo_file("configs/tiny_cpu.yaml"),
         [

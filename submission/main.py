@@ -8,6 +8,9 @@ submission). Exit status 0 when every chip has a file.
 Paths default to the runtime's (``/codeexecution/data``, ``/codeexecution/predictions``) and
 can be overridden by arguments or the environment variables ``ONCLOUDN_DATA_DIR``,
 ``ONCLOUDN_PREDICTIONS_DIR``, ``ONCLOUDN_MODEL_DIR`` and ``ONCLOUDN_TIME_BUDGET_S``.
+``--summary PATH`` (or ``ONCLOUDN_SUMMARY_PATH``) also writes the final summary as JSON,
+atomically, to a path outside the predictions folder (``oncloudn run-local`` reads it);
+the runtime sets neither, so nothing is written there.
 """
 
 import argparse
@@ -21,6 +24,7 @@ sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
+from oncloudn.runtime.atomic import atomic_write_json  # noqa: E402
 from oncloudn.runtime.chipio import CHIP_SIZE, list_chip_ids  # noqa: E402
 from oncloudn.runtime.loader import load_model  # noqa: E402
 from oncloudn.runtime.models import threshold_model  # noqa: E402
@@ -49,7 +53,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default=None, help="default: cuda when available")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--summary",
+        default=env("ONCLOUDN_SUMMARY_PATH", "") or None,
+        help="also write the summary as JSON to this path (outside the predictions folder)",
+    )
+    args = parser.parse_args(argv)
+    if args.summary and _is_inside(args.summary, args.predictions_dir):
+        parser.error(
+            f"--summary {args.summary} lies inside the predictions folder "
+            f"{args.predictions_dir}, which may hold only <chip_id>.tif files; choose a path "
+            "outside it"
+        )
+    return args
+
+
+def _is_inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def log_metadata(data_dir: str, chip_ids: list) -> None:
@@ -88,10 +110,12 @@ def main(argv=None) -> int:
     chip_ids = list_chip_ids(features_dir)
     log_metadata(args.data_dir, chip_ids)
     model_dir = args.model_dir or os.path.join(HERE, "model")
+    model_error = None
     try:
         model = load_model(model_dir, device)
-    except Exception:  # noqa: BLE001 - a broken model must still give a valid submission
+    except Exception as error:  # noqa: BLE001 - a broken model must still give a valid submission
         LOGGER.exception("cannot load model folder %s; using the threshold rule", model_dir)
+        model_error = f"{type(error).__name__}: {error}"
         model = threshold_model().to(device)
     batch_size = args.batch_size or (8 if device.startswith("cuda") else 2)
     summary = predict_chips(
@@ -108,6 +132,10 @@ def main(argv=None) -> int:
         c for c in chip_ids if not os.path.exists(os.path.join(args.predictions_dir, c + ".tif"))
     ]
     LOGGER.info("summary: %s", {k: v for k, v in summary.items() if k != "failed"})
+    if args.summary:
+        summary.update(model_dir=model_dir, model_error=model_error, n_missing=len(missing))
+        atomic_write_json(args.summary, summary)
+        LOGGER.info("summary written to %s", args.summary)
     if missing:
         LOGGER.error("%d chips have no prediction file, e.g. %s", len(missing), missing[:5])
         return 1

@@ -81,6 +81,7 @@ def _register_train(bench_subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench_train(args: argparse.Namespace) -> int:
     """Run the benchmark and print its figures."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.config import load_config
     from oncloudn.errors import ConfigError
     from oncloudn.training.bench import bench_train
@@ -89,6 +90,7 @@ def run_bench_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be >= 1 (got {args.steps})")
     config = load_config(args.config, args.overrides)
     if args.threads is not None:
+        # lazy: keeps `oncloudn --help` fast
         import torch
 
         torch.set_num_threads(max(1, args.threads))

@@ -93,6 +93,7 @@ def _register_check(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.data.sample import generate_sample_dataset
 
     start = time.perf_counter()
@@ -107,6 +108,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         force=args.force,
     )
     elapsed = time.perf_counter() - start
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.data.sample import read_sample_info
 
     info = read_sample_info(out)
@@ -124,6 +126,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.data.validate import check_dataset
     from oncloudn.runtime.atomic import atomic_write_json
 

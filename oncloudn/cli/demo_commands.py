@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its scores."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.demo import run_demo
 
     result = run_demo(

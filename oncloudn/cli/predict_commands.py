@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict and print a one-line summary; exit 0."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.inference.predictor import predict_folder
     from oncloudn.runtime.atomic import atomic_write_json
 

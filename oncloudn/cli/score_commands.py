@@ -103,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_score(args: argparse.Namespace) -> int:
     """Score, print, and optionally write JSON and record the run."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.runtime.atomic import atomic_write_json
     from oncloudn.scoring.report import score_folders
 
@@ -119,6 +120,7 @@ def run_score(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, report.to_dict())
         print(f"\nreport written to {args.json}")
     if args.record:
+        # lazy: keeps `oncloudn --help` fast
         from oncloudn.scoring.leaderboard import default_db_path, load_run_info, record_run
 
         info = load_run_info(args.pred_dir)
@@ -132,6 +134,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_leaderboard(args: argparse.Namespace) -> int:
     """Print the ranked runs, optionally with the reference scores."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.scoring.leaderboard import default_db_path, leaderboard
 
     db_path = args.db or default_db_path()
@@ -162,6 +165,7 @@ def _format_board(runs: pd.DataFrame, with_reference: bool) -> str:
         for run in runs.itertuples(index=False)
     ]
     if with_reference:
+        # lazy: keeps `oncloudn --help` fast
         from oncloudn.scoring.reference import reference_frame
 
         rows += [

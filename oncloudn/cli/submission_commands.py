@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from oncloudn.errors import SubmissionError
+
 PACK_EPILOG = """\
 The zip holds main.py (the repository's submission/main.py) at its root, the runtime-safe
 code as oncloudn/runtime/*.py, and model/ (several model folders become an ensemble with
@@ -118,6 +120,7 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:
 
 def run_pack(args: argparse.Namespace) -> int:
     """Pack and print the zip's contents and size."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.inference.predictor import parse_tta
     from oncloudn.submission.pack import pack_submission
 
@@ -188,19 +191,19 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
 
 def run_run_local(args: argparse.Namespace) -> int:
     """Run the zip; print the checks, timings and score; exit 1 when the checks fail."""
+    # lazy: keeps `oncloudn --help` fast
+    from oncloudn.scoring.run_scores import score_run
     from oncloudn.submission.run_local import run_local
 
+    if args.record and args.labels is None:
+        raise SubmissionError("--record needs --labels: only scored runs go on the leaderboard")
     result = run_local(
         args.zip,
         args.data_root,
         args.out,
         time_limit_s=args.time_limit,
-        labels_dir=args.labels,
-        record=args.record,
-        db_path=args.db,
         force=args.force,
         copy_data=args.copy_data,
-        name=args.name,
         python=args.python,
     )
     print(
@@ -213,14 +216,24 @@ def run_run_local(args: argparse.Namespace) -> int:
         print(f"checks: FAILED ({len(result.problems)} problems)")
         for problem in result.problems[:20]:
             print(f"  - {problem}")
-    if result.scores:
-        scores = result.scores
+    if args.labels is not None and not result.passed:
+        print(f"not scored: the run has problems (see {result.run_json})")
+    elif args.labels is not None:
+        scored = score_run(
+            result.predictions_dir,
+            args.labels,
+            checked_chip_ids=result.chip_ids,
+            record=args.record,
+            db_path=args.db,
+            name=args.name,
+        )
+        scores = scored.scores
         print(
             f"Jaccard {scores['jaccard']:.4f} over {scores['n_chips']} chips "
             f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
         )
-    if result.run_id is not None:
-        print(f"recorded as leaderboard run {result.run_id}")
+        if scored.run_id is not None:
+            print(f"recorded as leaderboard run {scored.run_id}")
     print(f"run record: {result.run_json}")
     return 0 if result.passed else 1
 
@@ -276,6 +289,7 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
 
 def run_runtime_env_install(args: argparse.Namespace) -> int:
     """Install (or reuse) and print the folder and versions."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.submission.runtime_env import install_runtime_smp, installed_versions
 
     start = time.monotonic()
@@ -290,6 +304,7 @@ def run_runtime_env_install(args: argparse.Namespace) -> int:
 
 def run_runtime_env_install_python(args: argparse.Namespace) -> int:
     """Create (or reuse) the environment and print its interpreter."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.submission.runtime_env import find_python39, install_runtime_python
 
     base = args.base or find_python39()
@@ -309,6 +324,7 @@ def run_runtime_env_install_python(args: argparse.Namespace) -> int:
 
 def run_runtime_env_show(args: argparse.Namespace) -> int:
     """Print the folder and versions; exit 1 when the smp is not installed."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.submission.runtime_env import installed_versions, runtime_python, runtime_smp_dir
 
     python = runtime_python()

@@ -77,6 +77,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Load the config, train, print one line per fold."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.config import load_config
     from oncloudn.training.trainer import train
 
@@ -138,6 +139,7 @@ def _register_flag_labels(subparsers: argparse._SubParsersAction) -> None:
 
 def run_flag_labels(args: argparse.Namespace) -> int:
     """Rank chips, write the CSV, print the top rows."""
+    # lazy: keeps `oncloudn --help` fast
     from oncloudn.data.chips import DatasetPaths
     from oncloudn.runtime.atomic import atomic_write_text
     from oncloudn.training.flag_labels import flag_labels, load_predictions, write_flags

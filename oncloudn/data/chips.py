@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oncloudn.errors import DataError
+from oncloudn.errors import ChipFormatError, DataError
 from oncloudn.runtime.chipio import BANDS, list_chip_ids, nodata_mask, read_bands, read_label
 
 logger = logging.getLogger(__name__)
@@ -178,8 +178,6 @@ def read_chip(
     if with_label:
         label = read_label(str(paths.label_path(chip_id)), chip_id)
         if label.shape != array.shape[1:]:
-            from oncloudn.errors import ChipFormatError
-
             raise ChipFormatError(
                 chip_id,
                 str(paths.label_path(chip_id)),

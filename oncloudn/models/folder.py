@@ -30,6 +30,7 @@ import yaml
 from oncloudn.errors import ConfigError
 from oncloudn.models.provenance import build_provenance, plain_data
 from oncloudn.runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
@@ -148,8 +149,6 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     Returns:
         The runtime model: ``.manifest`` and ``predict_proba(raw [N, C, H, W]) -> [N, H, W]``.
     """
-    from oncloudn.runtime.loader import load_model
-
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
     return load_model(str(folder), device)
 

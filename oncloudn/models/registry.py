@@ -42,6 +42,7 @@ def head_spec(head: str) -> dict[str, Any]:
 
 def smp_architectures() -> list[str]:
     """Architecture class names of the installed smp (e.g. ``Unet``, ``FPN``)."""
+    # lazy: smp is heavy (timm); only listing its names needs it
     import segmentation_models_pytorch as smp
 
     return sorted(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
@@ -49,6 +50,7 @@ def smp_architectures() -> list[str]:
 
 def smp_encoders() -> list[str]:
     """Encoder names of the installed smp."""
+    # lazy: smp is heavy (timm); only listing its names needs it
     from segmentation_models_pytorch.encoders import get_encoder_names
 
     return sorted(get_encoder_names())

@@ -64,6 +64,7 @@ def _build_smp(args: dict[str, Any], in_channels: int, out_channels: int) -> nn.
     encoder_name = args.pop("encoder_name", "resnet34")
     args.pop("encoder_weights", None)  # never download weights: they come from the folder
     try:
+        # lazy: optional in the zip: only smp networks need smp
         import segmentation_models_pytorch as smp
     except ImportError as error:
         raise ImportError(_smp_import_hint(error)) from None

@@ -1,5 +1,7 @@
-"""Competition metric (pooled Jaccard), score reports and the local leaderboard."""
+"""Competition metric (pooled Jaccard), the runtime's prediction checks, score reports and the
+local leaderboard."""
 
+from oncloudn.scoring.checks import assert_valid_predictions, check_prediction_folder
 from oncloudn.scoring.metric import (
     ChipCounts,
     bootstrap_ci,
@@ -13,7 +15,9 @@ from oncloudn.scoring.report import ScoreReport, score_arrays, score_folders
 __all__ = [
     "ChipCounts",
     "ScoreReport",
+    "assert_valid_predictions",
     "bootstrap_ci",
+    "check_prediction_folder",
     "chip_counts",
     "pooled_jaccard",
     "precision",

@@ -80,13 +80,18 @@ def default_db_path() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".oncloudn" / "leaderboard.sqlite"
 
 
+def run_info_path(pred_dir: str | Path) -> Path:
+    """Where ``run-local`` writes ``run.json`` for a predictions folder: beside it."""
+    return Path(pred_dir).resolve().parent / RUN_INFO_NAME
+
+
 def load_run_info(pred_dir: str | Path) -> dict:
     """The ``run.json`` that ``run-local`` writes beside a predictions folder, or ``{}``.
 
     Raises:
         DataError: The file exists but is not a JSON object.
     """
-    path = Path(pred_dir).resolve().parent / RUN_INFO_NAME
+    path = run_info_path(pred_dir)
     if not path.is_file():
         return {}
     try:

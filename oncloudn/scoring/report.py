@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from oncloudn.data.chips import UNKNOWN_LOCATION, read_metadata
 from oncloudn.errors import DataError
+from oncloudn.scoring.checks import assert_valid_predictions, read_with_tifffile
 from oncloudn.scoring.metric import (
     ChipCounts,
     bootstrap_ci,
@@ -27,7 +28,6 @@ from oncloudn.scoring.metric import (
     recall,
     total_counts,
 )
-from oncloudn.submission.checks import assert_valid_predictions, read_with_tifffile
 
 logger = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ def score_folders(
         alpha: 1 - confidence level of the interval.
         progress: Show tqdm bars.
         checked_chip_ids: Chips for which the caller already found the folder free of
-            problems (``oncloudn.submission.checks``); when the labels name exactly these
+            problems (``oncloudn.scoring.checks``); when the labels name exactly these
             chips the checks are not run again.
 
     Raises:

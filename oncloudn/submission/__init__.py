@@ -1,5 +1,5 @@
-"""Submissions: packing the zip, running it locally, and the runtime's prediction checks."""
+"""Submissions: packing the zip and running it locally like the competition runtime.
 
-from oncloudn.submission.checks import assert_valid_predictions, check_prediction_folder
-
-__all__ = ["assert_valid_predictions", "check_prediction_folder"]
+The runtime's prediction checks live in :mod:`oncloudn.scoring.checks` (scoring refuses
+folders that break them, and sits below this package).
+"""

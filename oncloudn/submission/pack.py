@@ -27,13 +27,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from oncloudn import __version__
 from oncloudn.errors import ConfigError, SubmissionError
 from oncloudn.hashing import sha256_file
 from oncloudn.models.builders import make_ensemble_folder
+from oncloudn.models.describe import describe_model_folder
 from oncloudn.models.folder import copy_model_folder, model_files, read_model_manifest
+from oncloudn.runtime import loader
 from oncloudn.runtime.atomic import atomic_path
+from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
+from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, smp_pair
+from oncloudn.runtime.tta import resolve_views
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +134,13 @@ def check_zip_entries(names: Sequence[str]) -> list[str]:
 
 def _kind_problem(folder: Path, kind_name: str) -> str | None:
     """Why the zip's runtime cannot load this kind (``None`` when it registers the kind)."""
-    from oncloudn.runtime.loader import KINDS, registered_kinds
-
-    kind = KINDS.get(kind_name)
+    kind = loader.KINDS.get(kind_name)  # looked up per call: the registry may be swapped
     if kind is not None and kind.runtime:
         return None
-    runtime = ", ".join(registered_kinds(runtime_only=True))
+    runtime = ", ".join(loader.registered_kinds(runtime_only=True))
     if kind is None:
-        why = f"kind {kind_name!r} is not registered (registered: {', '.join(registered_kinds())})"
+        registered = ", ".join(loader.registered_kinds())
+        why = f"kind {kind_name!r} is not registered (registered: {registered})"
     else:
         why = f"kind {kind_name!r} is library-only ({kind.reason})"
     return (
@@ -164,8 +170,6 @@ def _backend_problem(folder: Path, manifest: Manifest) -> str | None:
 
 def _network_problem(folder: Path, manifest: Manifest, allow_unverified: bool) -> str | None:
     """A network the zip could not rebuild, or an smp pair not verified under smp 0.2.1."""
-    from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, smp_pair
-
     name = (manifest.architecture or {}).get("name")
     args = (manifest.architecture or {}).get("args") or {}
     if name not in NETWORKS:
@@ -206,8 +210,6 @@ def runtime_problems(
 def _resolve_tta(tta: str | Sequence[str] | None) -> list[str] | None:
     if tta is None:
         return None
-    from oncloudn.runtime.tta import resolve_views
-
     try:
         return resolve_views(tta if isinstance(tta, str) else list(tta))
     except ValueError as error:
@@ -253,10 +255,6 @@ def validate_model(folder: Path) -> None:
     Raises:
         SubmissionError: The runtime's loader or forward pass fails.
     """
-    import torch
-
-    from oncloudn.runtime.loader import load_model
-
     try:
         model = load_model(str(folder), "cpu")
         channels = len(model.manifest.bands)
@@ -328,8 +326,6 @@ def pack_submission(
             runtime, or the zip would break the runtime's rules.
         ConfigError: Bad overrides or ensemble weights.
     """
-    from oncloudn.models.describe import describe_model_folder
-
     out_zip = Path(out_zip)
     if out_zip.exists() and not force:
         raise SubmissionError(f"{out_zip} already exists; pass --force to overwrite it")

@@ -22,6 +22,7 @@ epoch replays identically after a resume, whatever the number of workers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,6 +95,7 @@ PHOTOMETRIC: dict[str, Callable[..., np.ndarray]] = {
 
 
 def _albumentations_step(step: AugmentStep) -> Any:
+    # lazy: albumentations is heavy (cv2); only augmenting needs it
     import albumentations as A
 
     cls = getattr(A, step.name, None)
@@ -131,6 +133,7 @@ class Augmenter:
     """
 
     def __init__(self, steps: list[AugmentStep], targets: Mapping[str, str] | None = None) -> None:
+        # lazy: albumentations is heavy (cv2); only augmenting needs it
         import albumentations as A
 
         self.targets = check_targets(targets or {})
@@ -155,8 +158,6 @@ class Augmenter:
 
     @staticmethod
     def _check_params(step: AugmentStep) -> None:
-        import inspect
-
         accepted = set(inspect.signature(PHOTOMETRIC[step.name]).parameters) - {"x", "rng"}
         unknown = sorted(set(step.params) - accepted)
         if unknown:

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from oncloudn.config import TrainConfig
@@ -74,8 +75,6 @@ def prepare_folds(config: TrainConfig, ctx: DistContext | None = None) -> tuple[
         save_folds(frame, path)
         logger.info("wrote %d-fold location-grouped folds file %s", config.data.n_folds, path)
     if ctx is not None and ctx.enabled:
-        import torch.distributed as dist
-
         dist.barrier()
     frame = load_folds(path)
     missing = sorted(set(chips["chip_id"]) - set(frame["chip_id"]))

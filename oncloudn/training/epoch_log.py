@@ -59,6 +59,7 @@ class EpochLog:
 
 def _tensorboard_writer(folder: Path) -> Any:
     try:
+        # lazy: optional dependency (pip install oncloudn[tensorboard])
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         logger.warning("trainer.log_tensorboard is set but tensorboard is not installed; skipped")

@@ -21,6 +21,7 @@ IGNORE_INDEX = IGNORE_VALUE
 
 
 def _bce(params: dict) -> nn.Module:
+    # lazy: smp is heavy (timm); only its losses need it
     from segmentation_models_pytorch.losses import SoftBCEWithLogitsLoss
 
     return SoftBCEWithLogitsLoss(ignore_index=IGNORE_INDEX, **params)
@@ -28,6 +29,7 @@ def _bce(params: dict) -> nn.Module:
 
 def _smp_binary(class_name: str) -> Callable[[dict], nn.Module]:
     def factory(params: dict) -> nn.Module:
+        # lazy: smp is heavy (timm); only its losses need it
         from segmentation_models_pytorch import losses
 
         return getattr(losses, class_name)(mode="binary", ignore_index=IGNORE_INDEX, **params)
@@ -74,6 +76,7 @@ class WeightedLoss(nn.Module):
 
 
 def _bce_type() -> type:
+    # lazy: smp is heavy (timm); only its losses need it
     from segmentation_models_pytorch.losses import SoftBCEWithLogitsLoss
 
     return SoftBCEWithLogitsLoss

@@ -1,5 +1,6 @@
 """submission/main.py run as a subprocess, from the repo and from a vendored zip-like layout."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +25,8 @@ def test_data(toy_root: Path) -> Path:
     return toy_root
 
 
-def _run_main(main: Path, data: Path, predictions: Path, model: Path, *args: str):
-    env = dict(os.environ)
+def _run_main(main: Path, data: Path, predictions: Path, model: Path, *args: str, env=None):
+    env = {**os.environ, **(env or {})}
     env.update(
         ONCLOUDN_DATA_DIR=str(data),
         ONCLOUDN_PREDICTIONS_DIR=str(predictions),
@@ -109,3 +110,35 @@ def test_vendored_layout_runs_without_the_rest_of_the_package(
     assert f"from {zip_root / 'model'}" in result.stderr  # the model folder beside main.py
     _check_predictions(predictions)
     assert not any(p.name.startswith(".") for p in predictions.iterdir())
+
+
+def test_summary_json_beside_the_predictions(test_data: Path, tmp_path: Path) -> None:
+    """--summary / ONCLOUDN_SUMMARY_PATH: the summary as JSON, never inside the predictions."""
+    model = make_threshold_folder(tmp_path / "model")
+    predictions = tmp_path / "predictions"
+    summary = tmp_path / "out" / "summary.json"
+    result = _run_main(MAIN, test_data, predictions, model, "--summary", str(summary))
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_predictions(predictions)
+    written = json.loads(summary.read_text())
+    assert written["n_chips"] == len(CHIPS) and written["n_written"] == len(CHIPS)
+    assert written["model_error"] is None and written["n_missing"] == 0
+    assert "summary: {" in result.stderr  # the log line stays
+    assert not [p for p in summary.parent.iterdir() if p.name.startswith(".")]
+    inside = predictions / "summary.json"
+    refused = _run_main(MAIN, test_data, predictions, model, "--summary", str(inside))
+    assert refused.returncode == 2 and "inside the predictions folder" in refused.stderr
+    assert not inside.exists()
+
+
+def test_summary_names_a_model_that_did_not_load(test_data: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{not json")
+    summary = tmp_path / "summary.json"
+    env_summary = {"ONCLOUDN_SUMMARY_PATH": str(summary)}
+    result = _run_main(MAIN, test_data, tmp_path / "predictions", model, env=env_summary)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(summary.read_text())
+    assert written["model_error"] and written["model_dir"] == str(model)
+    assert written["n_written"] == len(CHIPS)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from oncloudn.errors import SubmissionError
 from oncloudn.runtime.chipio import write_mask
-from oncloudn.submission import checks
-from oncloudn.submission.checks import (
+from oncloudn.scoring import checks
+from oncloudn.scoring.checks import (
     MAX_LISTED,
     assert_valid_predictions,
     check_prediction_folder,

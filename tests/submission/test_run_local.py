@@ -16,15 +16,17 @@ import torch
 from toydata import write_toy_dataset
 
 from oncloudn.cli.main import main
-from oncloudn.errors import SubmissionError
+from oncloudn.errors import DataError, SubmissionError
 from oncloudn.models.builders import make_threshold_folder
 from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.networks import build_network
+from oncloudn.scoring.checks import check_prediction_folder
 from oncloudn.scoring.leaderboard import leaderboard
-from oncloudn.submission.checks import check_prediction_folder
+from oncloudn.scoring.run_scores import score_run
 from oncloudn.submission.pack import pack_submission
-from oncloudn.submission.run_local import prepare_out_dir, run_local
+from oncloudn.submission.run_local import run_local
+from oncloudn.submission.sandbox import prepare_out_dir
 
 TEST_IDS = ["0000", "abcd", "efgh"]
 
@@ -47,16 +49,9 @@ def _crafted_zip(path: Path, main_py: str, package: bool = False) -> Path:
 def test_threshold_end_to_end(test_root: Path, tmp_path: Path) -> None:
     zip_path = pack_submission([make_threshold_folder(tmp_path / "thr")], tmp_path / "s.zip").path
     db = tmp_path / "lb.sqlite"
-    result = run_local(
-        zip_path,
-        test_root,
-        tmp_path / "run",
-        labels_dir=test_root / "test_labels",
-        record=True,
-        db_path=db,
-        time_limit_s=120,
-    )
+    result = run_local(zip_path, test_root, tmp_path / "run", time_limit_s=120)
     assert result.passed and result.problems == []
+    assert sorted(result.chip_ids) == sorted(TEST_IDS)
     assert check_prediction_folder(result.predictions_dir, TEST_IDS) == []
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert result.run_json.parent == result.predictions_dir.parent
@@ -64,15 +59,28 @@ def test_threshold_end_to_end(test_root: Path, tmp_path: Path) -> None:
     assert info["n_chips"] == 3 and info["returncode"] == 0 and info["wall_s"] > 0
     assert info["model"]["kind"] == "threshold"
     assert info["main_summary"]["n_written"] == 3
+    assert info["main_summary"]["model_error"] is None
+    assert "scores" not in info  # run-local runs and checks; scoring is its own step
+    # main.py's JSON summary lies beside the predictions, never inside them.
+    assert (tmp_path / "run" / "main_summary.json").is_file()
     assert len(info["zip_sha256"]) == 64
+    scored = score_run(
+        result.predictions_dir,
+        test_root / "test_labels",
+        checked_chip_ids=result.chip_ids,
+        record=True,
+        db_path=db,
+    )
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
     # The toy clouds are bright and white: the rule finds most of them.
     assert 0.3 < info["scores"]["jaccard"] <= 1.0
-    assert info["scores"] == result.scores
-    assert result.score.jaccard == pytest.approx(result.scores["jaccard"])
-    assert result.score.n_chips == 3
+    assert info["scores"] == scored.scores
+    assert scored.report.jaccard == pytest.approx(scored.scores["jaccard"])
+    assert scored.report.n_chips == 3
+    assert info["leaderboard"] == {"db": str(db.resolve()), "id": scored.run_id}
     board = leaderboard(db)
-    assert list(board["id"]) == [result.run_id]
-    assert board["jaccard"].iloc[0] == pytest.approx(result.scores["jaccard"])
+    assert list(board["id"]) == [scored.run_id]
+    assert board["jaccard"].iloc[0] == pytest.approx(scored.scores["jaccard"])
     with sqlite3.connect(db) as connection:
         sha = connection.execute("SELECT zip_sha256 FROM runs").fetchone()[0]
     assert sha == info["zip_sha256"]
@@ -105,7 +113,32 @@ def test_unet_end_to_end_cli(test_root: Path, tmp_path: Path, capsys) -> None:
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["name"] == "tiny-unet" and info["model"]["params"] > 0
     assert info["main_summary"]["tta_views"] == ["identity", "hflip"]
+    assert info["scores"]["n_chips"] == 3 and "leaderboard" not in info
     assert "cannot load model folder" not in (out / "main.log").read_text()
+
+
+def test_record_needs_labels(test_root: Path, tmp_path: Path, capsys) -> None:
+    args = ["run-local", str(tmp_path / "absent.zip"), str(test_root), str(tmp_path / "run")]
+    assert main(args + ["--record"]) == 2
+    assert "--record needs --labels" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_broken_model_is_a_problem(test_root: Path, tmp_path: Path) -> None:
+    """main.py falls back to the rule; its JSON summary says why and run-local flags it."""
+    good = pack_submission([make_threshold_folder(tmp_path / "thr")], tmp_path / "s.zip").path
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            target.writestr(item, b"{not json" if item.filename == "model/manifest.json" else data)
+    result = run_local(broken, test_root, tmp_path / "run", time_limit_s=120)
+    assert not result.passed and len(result.problems) == 1
+    assert "could not load the zip's model/ folder" in result.problems[0]
+    info = json.loads(result.run_json.read_text())
+    assert info["main_summary"]["model_error"] and info["main_summary"]["n_written"] == 3
+    with pytest.raises(DataError, match="not a run-local output"):
+        score_run(tmp_path / "thr", test_root / "test_labels")
 
 
 def test_import_guard_refuses_what_the_runtime_lacks(test_root: Path, tmp_path: Path) -> None:

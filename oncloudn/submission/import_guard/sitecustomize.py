@@ -69,6 +69,7 @@ def _stdlib_names():
     names = getattr(sys, "stdlib_module_names", None)
     if names:
         return frozenset(names)
+    # lazy: the guard runs at every interpreter start; only Python < 3.10 needs these
     import pkgutil
     import sysconfig
 
