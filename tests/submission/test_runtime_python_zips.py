@@ -118,4 +118,5 @@ def test_zip_masks_match_on_the_runtime_versions(
     assert 0.2 < cloud < 0.8, cloud  # the median threshold makes the masks non-trivial
     differing = sum(int((ours[c] != theirs[c]).sum()) for c in ours)
     total = sum(mask.size for mask in ours.values())
+    print(f"{network}: {differing} of {total} mask pixels differ between the stacks")
     assert differing <= MAX_DIFFERING_FRACTION * total, f"{differing} of {total} pixels differ"
