@@ -50,6 +50,7 @@ METRICS_NAME = "metrics.json"
 MEMBER_PREFIX = "member_"
 PROVENANCE_PACKAGES = ("torch", "numpy", "segmentation_models_pytorch", "oncloudn")
 MODEL_FILES = (MANIFEST_NAME, CONFIG_NAME, METRICS_NAME)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".onnx")
 
 
 def _plain(value: Any) -> Any:
@@ -222,13 +223,24 @@ def read_model_manifest(folder: str | os.PathLike) -> Manifest:
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
     """Load a model folder for prediction (the runtime's loader: one implementation).
 
+    The library's kinds (``oncloudn.models.kinds``, e.g. ``onnx``) are registered first.
+
     Returns:
         The runtime model: ``.manifest`` and ``predict_proba(raw [N, C, H, W]) -> [N, H, W]``.
+
+    Raises:
+        FileNotFoundError: No manifest or weights.
+        ConfigError: An invalid manifest, an unknown kind or weights that do not fit.
     """
+    from oncloudn.models.kinds import register_library_kinds
     from oncloudn.runtime.loader import load_model
 
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
-    return load_model(str(folder), device)
+    register_library_kinds()
+    try:
+        return load_model(str(folder), device)
+    except ValueError as error:  # an unknown kind, bad options, weights that do not fit
+        raise ConfigError(str(error)) from None
 
 
 def make_threshold_folder(
@@ -343,16 +355,27 @@ def make_ensemble_folder(
     return save_model_folder(folder, manifest)
 
 
-def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int:
-    """Number of weight values in a model folder (members included; 0 for rules)."""
+def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int | None:
+    """Number of weight values in a model folder (members included; 0 for rules).
+
+    A torch state dict is counted directly; other weights files by their kind's counter
+    (``oncloudn.models.kinds.PARAMETER_COUNTERS``). ``None`` when a count is unknown.
+    """
+    from oncloudn.models.kinds import PARAMETER_COUNTERS
+
     folder = Path(folder)
     manifest = manifest or read_model_manifest(folder)
-    total = 0
+    total: int | None = 0
     if manifest.weights and (folder / manifest.weights).is_file():
-        state = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
-        total += sum(value.numel() for value in state.values() if torch.is_tensor(value))
+        path = folder / manifest.weights
+        if manifest.kind in PARAMETER_COUNTERS:
+            total = PARAMETER_COUNTERS[manifest.kind](path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            total = sum(value.numel() for value in state.values() if torch.is_tensor(value))
     for member in manifest.members:
-        total += count_parameters(folder / member["path"])
+        count = count_parameters(folder / member["path"])
+        total = None if total is None or count is None else total + count
     return total
 
 
@@ -385,7 +408,7 @@ def describe_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
         ],
         "params": count_parameters(folder, manifest),
         "weights_bytes": sum(
-            (folder / f).stat().st_size for f in files if f.suffix in (".pt", ".pth")
+            (folder / f).stat().st_size for f in files if f.suffix in WEIGHT_SUFFIXES
         ),
         "metrics": manifest.metrics,
         "git_commit": manifest.provenance.get("git_commit"),

@@ -130,8 +130,15 @@ def check_zip_entries(names: Sequence[str]) -> list[str]:
 
 
 def _kind_problem(folder: Path, kind_name: str) -> str | None:
-    """Why the zip's runtime cannot load this kind (``None`` when it registers the kind)."""
+    """Why the zip's runtime cannot load this kind (``None`` when it registers the kind).
+
+    The library's kinds are registered first (``oncloudn.models.kinds``), so a library-only
+    kind is refused with the reason it was registered with.
+    """
+    from oncloudn.models.kinds import register_library_kinds
     from oncloudn.runtime.loader import KINDS, registered_kinds
+
+    register_library_kinds()
 
     kind = KINDS.get(kind_name)
     if kind is not None and kind.runtime:
