@@ -10,20 +10,30 @@ from typing import Any
 
 import torch
 
-from oncloudn.models.folder import model_files, read_model_manifest
+from oncloudn.models.folder import WEIGHT_SUFFIXES, model_files, read_model_manifest
+from oncloudn.models.kinds import PARAMETER_COUNTERS
 from oncloudn.runtime.manifest import Manifest
 
 
-def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int:
-    """Number of weight values in a model folder (members included; 0 for rules)."""
+def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int | None:
+    """Number of weight values in a model folder (members included; 0 for rules).
+
+    A torch state dict is counted directly; other weights files by their kind's counter
+    (``oncloudn.models.kinds.PARAMETER_COUNTERS``). ``None`` when a count is unknown.
+    """
     folder = Path(folder)
     manifest = manifest or read_model_manifest(folder)
-    total = 0
+    total: int | None = 0
     if manifest.weights and (folder / manifest.weights).is_file():
-        state = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
-        total += sum(value.numel() for value in state.values() if torch.is_tensor(value))
+        path = folder / manifest.weights
+        if manifest.kind in PARAMETER_COUNTERS:
+            total = PARAMETER_COUNTERS[manifest.kind](path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            total = sum(value.numel() for value in state.values() if torch.is_tensor(value))
     for member in manifest.members:
-        total += count_parameters(folder / member["path"])
+        count = count_parameters(folder / member["path"])
+        total = None if total is None or count is None else total + count
     return total
 
 
@@ -56,7 +66,7 @@ def describe_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
         ],
         "params": count_parameters(folder, manifest),
         "weights_bytes": sum(
-            (folder / f).stat().st_size for f in files if f.suffix in (".pt", ".pth")
+            (folder / f).stat().st_size for f in files if f.suffix in WEIGHT_SUFFIXES
         ),
         "metrics": manifest.metrics,
         "git_commit": manifest.provenance.get("git_commit"),

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from oncloudn.errors import ConfigError
+from oncloudn.models.kinds import register_library_kinds
 from oncloudn.models.provenance import build_provenance, plain_data
 from oncloudn.runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from oncloudn.runtime.loader import load_model
@@ -46,6 +47,7 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 MEMBER_PREFIX = "member_"
 MODEL_FILES = (MANIFEST_NAME, CONFIG_NAME, METRICS_NAME)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".onnx")
 
 
 def _as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
@@ -146,11 +148,21 @@ def read_model_manifest(folder: str | os.PathLike) -> Manifest:
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
     """Load a model folder for prediction (the runtime's loader: one implementation).
 
+    The library's kinds (``oncloudn.models.kinds``, e.g. ``onnx``) are registered first.
+
     Returns:
         The runtime model: ``.manifest`` and ``predict_proba(raw [N, C, H, W]) -> [N, H, W]``.
+
+    Raises:
+        FileNotFoundError: No manifest or weights.
+        ConfigError: An invalid manifest, an unknown kind or weights that do not fit.
     """
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
-    return load_model(str(folder), device)
+    register_library_kinds()
+    try:
+        return load_model(str(folder), device)
+    except ValueError as error:  # an unknown kind, bad options, weights that do not fit
+        raise ConfigError(str(error)) from None
 
 
 def model_files(folder: Path, manifest: Manifest | None = None) -> list[Path]:

@@ -33,7 +33,7 @@ from .bands import BANDS
 from .heads import check_head_activation, head_channels, head_to_logits, probability_to_logits
 from .manifest import Manifest
 from .networks import build_network, load_network_state, network_stride
-from .normalize import normalize
+from .normalize import normalize_input
 from .threshold import THRESHOLD_BANDS, threshold_cloud_score, threshold_params
 from .tta import predict_with_tta, resolve_views
 
@@ -119,15 +119,7 @@ class CloudModel(nn.Module, PredictableModel):
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         """2-class logits ``[N, 2, H, W]`` of raw DN ``[N, C, H, W]``."""
-        if raw.dim() != 4 or raw.shape[1] != len(self.bands):
-            raise ValueError(
-                "expected raw DN [N, {}, H, W] in band order {}, got shape {}".format(
-                    len(self.bands), ", ".join(self.bands), tuple(raw.shape)
-                )
-            )
-        x = normalize(
-            raw.float(), self.normalization.get("name", "raw"), self.normalization.get("params")
-        )
+        x = normalize_input(raw, self.bands, self.normalization)
         return head_to_logits(self.network(x), self.head)
 
     def logits(self, raw: torch.Tensor) -> torch.Tensor:

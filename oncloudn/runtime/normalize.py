@@ -11,8 +11,8 @@ its manifest as ``{"name": ..., "params": {...}}``. Callers never normalize for 
   (in reflectance units) from ``params``.
 """
 
-from collections.abc import Callable
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -75,3 +75,26 @@ def normalize(x: torch.Tensor, name: str, params: Optional[dict] = None) -> torc
             )
         )
     return NORMALIZATIONS[name](x, params or {})
+
+
+def normalize_input(
+    raw: torch.Tensor, bands: Sequence[str], normalization: Optional[dict[str, Any]]
+) -> torch.Tensor:
+    """Check raw DN ``[N, C, H, W]`` against ``bands`` and apply a manifest's normalization.
+
+    Args:
+        raw: Raw DN in ``bands`` order.
+        bands: The model's band names.
+        normalization: The manifest's ``{"name": ..., "params": {...}}`` (``None``: raw).
+
+    Raises:
+        ValueError: A shape other than ``[N, len(bands), H, W]``, or an unknown name.
+    """
+    if raw.dim() != 4 or raw.shape[1] != len(bands):
+        raise ValueError(
+            "expected raw DN [N, {}, H, W] in band order {}, got shape {}".format(
+                len(bands), ", ".join(bands), tuple(raw.shape)
+            )
+        )
+    spec = normalization or {"name": "raw"}
+    return normalize(raw.float(), spec.get("name", "raw"), spec.get("params"))

@@ -35,6 +35,7 @@ from oncloudn.hashing import sha256_file
 from oncloudn.models.builders import make_ensemble_folder
 from oncloudn.models.describe import describe_model_folder
 from oncloudn.models.folder import copy_model_folder, model_files, read_model_manifest
+from oncloudn.models.kinds import register_library_kinds
 from oncloudn.runtime import loader
 from oncloudn.runtime.atomic import atomic_path
 from oncloudn.runtime.loader import load_model
@@ -133,7 +134,12 @@ def check_zip_entries(names: Sequence[str]) -> list[str]:
 
 
 def _kind_problem(folder: Path, kind_name: str) -> str | None:
-    """Why the zip's runtime cannot load this kind (``None`` when it registers the kind)."""
+    """Why the zip's runtime cannot load this kind (``None`` when it registers the kind).
+
+    The library's kinds are registered first (``oncloudn.models.kinds``), so a library-only
+    kind is refused with the reason it was registered with.
+    """
+    register_library_kinds()
     kind = loader.KINDS.get(kind_name)  # looked up per call: the registry may be swapped
     if kind is not None and kind.runtime:
         return None

@@ -1,0 +1,53 @@
+"""The library's model kinds: one place that registers every kind the runtime does not ship.
+
+The runtime registers ``network``, ``threshold`` and ``ensemble`` itself
+(``oncloudn/runtime/loader.py``). Kinds that need more than the competition runtime has
+(onnxruntime, nnU-Net...) live in library modules listed in :data:`LIBRARY_KIND_MODULES`;
+:func:`register_library_kinds` imports each and calls its ``register()``. Loading a model
+folder (``oncloudn.models.folder.load_model_folder``) and ``pack`` call it, so their kinds
+load everywhere and ``pack`` refuses them with the reason they were registered with.
+Registering needs none of the optional packages: a kind's module imports them only when a
+folder of that kind is loaded.
+
+To add a kind: a module with a ``register()`` that calls
+``oncloudn.runtime.loader.register_kind(name, load, runtime=False, reason=..., options=...)``
+(idempotently), one line in :data:`LIBRARY_KIND_MODULES`, and, if its weights file is not a
+torch state dict, a parameter counter in :data:`PARAMETER_COUNTERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+
+from oncloudn.runtime.loader import registered_kinds
+
+LIBRARY_KIND_MODULES = (
+    "oncloudn.models.onnx_model",  # kind "onnx": ONNX Runtime sessions (e.g. ukis-csmask)
+)
+
+ParameterCounter = Callable[[str | os.PathLike], "int | None"]
+
+
+def _count_onnx(path: str | os.PathLike) -> int | None:
+    # lazy: onnx_model is only needed to count an ONNX file
+    from oncloudn.models.onnx_model import count_onnx_parameters
+
+    return count_onnx_parameters(path)
+
+
+PARAMETER_COUNTERS: dict[str, ParameterCounter] = {"onnx": _count_onnx}
+"""Kind -> counter of the values in its weights file (``None`` when it cannot tell)."""
+
+
+def register_library_kinds() -> list[str]:
+    """Import every module of :data:`LIBRARY_KIND_MODULES` and register its kind.
+
+    Returns:
+        Every registered kind (runtime and library).
+    """
+
+    for name in LIBRARY_KIND_MODULES:
+        importlib.import_module(name).register()
+    return registered_kinds()
