@@ -18,6 +18,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.demo_commands",
     "oncloudn.cli.data_commands",
     "oncloudn.cli.train_commands",
+    "oncloudn.cli.distill_commands",
     "oncloudn.cli.predict_commands",
     "oncloudn.cli.teacher_commands",
     "oncloudn.cli.models_commands",
@@ -29,7 +30,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
 DESCRIPTION = """\
 Cloud segmentation toolkit for the On Cloud N challenge (Sentinel-2, B02/B03/B04/B08).
 
-Pipeline: sample-data/check-data -> train -> predict -> pack -> run-local -> score.
+Pipeline: sample-data/check-data -> train (or distill) -> predict -> pack -> run-local -> score.
 Run `oncloudn demo` for the whole path on generated sample data."""
 
 

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 TRAIN_EPILOG = """\
 examples:
@@ -52,6 +53,12 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run_train)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """CONFIG, ``--set``, ``--fold``/``--all-folds``, ``--resume``/``--restart``, ``--out``."""
     parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML config (see configs/)")
     parser.add_argument(
         "--set",
@@ -72,7 +79,36 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "--restart", action="store_true", help="ignore existing checkpoints and start afresh"
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="run folder (trainer.out_dir)")
-    parser.set_defaults(func=run_train)
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides plus those of ``--out``, ``--fold`` and ``--all-folds``."""
+    overrides = list(args.overrides)
+    if args.out is not None:
+        overrides.append(f"trainer.out_dir={args.out}")
+    if args.fold is not None:
+        overrides.append(f"data.fold={args.fold}")
+    if args.all_folds:
+        overrides.append("data.fold=null")
+    return overrides
+
+
+def resume_choice(args: argparse.Namespace) -> bool | None:
+    """``True`` for ``--resume``, ``False`` for ``--restart``, else ``None`` (automatic)."""
+    return True if args.resume else False if args.restart else None
+
+
+def print_run_result(result: Any) -> None:
+    """One line per fold (rank 0 only), then the pooled OOF Jaccard of several folds."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for fold in result.folds:
+        print(
+            f"fold {fold.fold}: val Jaccard {fold.best_score:.4f} (epoch {fold.best_epoch} of "
+            f"{fold.epochs_run}) -> {fold.model_dir}  OOF {fold.oof_path}"
+        )
+    if len(result.folds) > 1 and not math.isnan(result.oof_jaccard):
+        print(f"pooled OOF Jaccard over {len(result.folds)} folds: {result.oof_jaccard:.4f}")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -81,25 +117,9 @@ def run_train(args: argparse.Namespace) -> int:
     from oncloudn.config import load_config
     from oncloudn.training.trainer import train
 
-    overrides = list(args.overrides)
-    if args.out is not None:
-        overrides.append(f"trainer.out_dir={args.out}")
-    if args.fold is not None:
-        overrides.append(f"data.fold={args.fold}")
-    if args.all_folds:
-        overrides.append("data.fold=null")
-    config = load_config(args.config, overrides)
-    resume = True if args.resume else False if args.restart else None
-    result = train(config, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    for fold in result.folds:
-        print(
-            f"fold {fold.fold}: val Jaccard {fold.best_score:.4f} (epoch {fold.best_epoch} of "
-            f"{fold.epochs_run}) -> {fold.model_dir}  OOF {fold.oof_path}"
-        )
-    if len(result.folds) > 1 and not math.isnan(result.oof_jaccard):
-        print(f"pooled OOF Jaccard over {len(result.folds)} folds: {result.oof_jaccard:.4f}")
+    config = load_config(args.config, run_overrides(args))
+    result = train(config, resume=resume_choice(args))
+    print_run_result(result)
     return 0
 
 

@@ -34,6 +34,7 @@ class FoldRun:
         ctx: The DDP context.
         folds_path: The folds file (its hash goes into the model folder).
         placement: Device, AMP and channels-last of this process.
+        source: Where the chips come from (lists, reads and describes them).
     """
 
     config: TrainConfig
@@ -41,12 +42,21 @@ class FoldRun:
     ctx: DistContext
     folds_path: Path
     placement: Placement
+    source: tdata.ChipSource
 
     @classmethod
-    def create(cls, config: TrainConfig, fold: int, ctx: DistContext, folds_path: Path) -> FoldRun:
+    def create(
+        cls,
+        config: TrainConfig,
+        fold: int,
+        ctx: DistContext,
+        folds_path: Path,
+        source: tdata.ChipSource | None = None,
+    ) -> FoldRun:
         """The run of ``fold`` on this process's device (``cuda:<local_rank>`` under DDP)."""
         device = resolve_device(config.trainer.device, ctx.local_rank)
-        return cls(config, fold, ctx, folds_path, Placement.of(config.trainer, device))
+        placement = Placement.of(config.trainer, device)
+        return cls(config, fold, ctx, folds_path, placement, source or tdata.RootChips(config))
 
     @property
     def dir(self) -> Path:
@@ -119,10 +129,11 @@ def build_fold(
     total_steps = config.trainer.epochs * steps_per_epoch(len(chips.train), config, ctx)
     scheduler = build_scheduler(optimizer, config.schedule, config.optimizer.lr, total_steps)
     scaler = torch.amp.GradScaler(run.placement.device.type, enabled=run.placement.amp)
-    base = tdata.make_dataset(config, chips.train)
+    base = run.source.dataset(chips.train, training=True)
     train_set = tdata.TrainingDataset(base, augmenter, config.trainer.seed, targets)
     val_ids = chips.val[ctx.rank :: ctx.world_size]
-    val_loader = tdata.eval_loader(tdata.make_dataset(config, val_ids), config) if val_ids else None
+    val_set = run.source.dataset(val_ids, training=False) if val_ids else None
+    val_loader = tdata.eval_loader(val_set, config) if val_set is not None else None
     return FoldParts(
         model=model,
         objective=objective,

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -56,19 +56,75 @@ def folds_path_of(config: TrainConfig) -> Path:
     return Path(config.trainer.out_dir) / FOLDS_NAME
 
 
-def prepare_folds(config: TrainConfig, ctx: DistContext | None = None) -> tuple[pd.DataFrame, Path]:
+class ChipSource(Protocol):
+    """Where a run's chips come from (default :class:`RootChips`: one labelled root).
+
+    A distillation run reads several roots, labelled or not, through its own source; the
+    trainer only lists, reads and describes chips through this protocol.
+    """
+
+    def chips(self) -> pd.DataFrame:
+        """The run's chips: a frame with ``chip_id`` and ``location``, one row per chip."""
+        ...
+
+    def dataset(self, chip_ids: list[str], training: bool) -> CloudDataset:
+        """Samples of ``chip_ids`` (``image``, ``mask``, ``valid``, ``chip_id``, and
+        ``load_arrays(index)``) for training (``True``) or validation / OOF (``False``)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The training data as recorded in a model folder's provenance."""
+        ...
+
+    def metric_notes(self, chip_ids: list[str]) -> dict[str, Any]:
+        """Extra entries of ``metrics.json`` about validating on ``chip_ids``."""
+        ...
+
+
+class RootChips:
+    """The default chip source: the labelled chips of ``data.root`` / ``data.split``."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.paths = DatasetPaths(config.data.root, config.data.split)
+
+    def chips(self) -> pd.DataFrame:
+        """Every chip folder of the split with its location."""
+        return list_chips(self.paths)
+
+    def dataset(self, chip_ids: list[str], training: bool) -> CloudDataset:
+        """A labelled raw-DN dataset over ``chip_ids`` (the same for training and validation)."""
+        return make_dataset(self.config, chip_ids)
+
+    def describe(self) -> dict[str, Any]:
+        """``{"root", "split"}`` of the dataset."""
+        return {"root": str(self.paths.root.resolve()), "split": self.paths.split}
+
+    def metric_notes(self, chip_ids: list[str]) -> dict[str, Any]:
+        """Nothing: validation is always against the labels."""
+        return {}
+
+
+def prepare_folds(
+    config: TrainConfig, ctx: DistContext | None = None, source: ChipSource | None = None
+) -> tuple[pd.DataFrame, Path]:
     """Load the run's folds file, creating it (location-grouped) when absent.
 
     Only rank 0 writes it; other ranks wait for it (see ``barrier`` in the trainer).
 
+    Args:
+        config: The run's config (folds file, number of folds, seed).
+        ctx: The DDP context.
+        source: The run's chips (default: :class:`RootChips` of the config).
+
     Returns:
-        ``(folds frame restricted to chips on disk, folds path)``.
+        ``(folds frame restricted to the source's chips, folds path)``.
 
     Raises:
-        DataError: The folds file misses chips that exist on disk.
+        DataError: The folds file misses chips of the source.
     """
-    paths = DatasetPaths(config.data.root, config.data.split)
-    chips = list_chips(paths)
+    source = source or RootChips(config)
+    chips = source.chips()
     path = folds_path_of(config)
     if not path.exists() and (ctx is None or ctx.is_main):
         frame = assign_folds(chips, config.data.n_folds, config.data.folds_seed)
@@ -80,7 +136,7 @@ def prepare_folds(config: TrainConfig, ctx: DistContext | None = None) -> tuple[
     missing = sorted(set(chips["chip_id"]) - set(frame["chip_id"]))
     if missing:
         raise DataError(
-            f"folds file {path} has no fold for {len(missing)} chip(s) of {paths.features_dir}, "
+            f"folds file {path} has no fold for {len(missing)} chip(s) of the run, "
             f"e.g. {missing[:3]}; delete it to regenerate, or point data.folds_file elsewhere"
         )
     frame = frame[frame["chip_id"].isin(set(chips["chip_id"]))].reset_index(drop=True)

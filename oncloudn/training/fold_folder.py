@@ -44,6 +44,7 @@ def save_best_folder(
         "fold": run.fold,
         "n_train_chips": len(chips.train),
         "n_val_chips": len(chips.val),
+        **run.source.metric_notes(chips.val),
         "history": history,
     }
     return save_model_folder(
@@ -54,8 +55,7 @@ def save_best_folder(
         metrics=metrics,
         folds_path=run.folds_path,
         training_data={
-            "root": str(Path(run.config.data.root).resolve()),
-            "split": run.config.data.split,
+            **run.source.describe(),
             "fold": run.fold,
             "n_train_chips": len(chips.train),
             "n_excluded": chips.excluded,

@@ -241,6 +241,7 @@ def train_fold(
     folds: tuple[Any, Path] | None = None,
     objective: Objective | None = None,
     targets: tdata.TargetSource | None = None,
+    source: tdata.ChipSource | None = None,
 ) -> FoldResult:
     """Train one fold into ``<out_dir>/fold_<fold>`` and write its OOF predictions.
 
@@ -254,6 +255,7 @@ def train_fold(
             when omitted).
         objective: The loss (default: the label loss of ``loss.terms``).
         targets: Extra per-pixel targets for the objective (they follow the augmentation).
+        source: Where the chips come from (default: the labelled ``data.root``).
 
     Returns:
         The fold's result.
@@ -264,9 +266,9 @@ def train_fold(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(config.trainer.device)
     try:
-        frame, folds_path = folds or tdata.prepare_folds(config, ctx)
+        frame, folds_path = folds or tdata.prepare_folds(config, ctx, source)
         config = replace(config, data=replace(config.data, fold=fold))
-        run = FoldRun.create(config, fold, ctx, folds_path)
+        run = FoldRun.create(config, fold, ctx, folds_path, source)
         chips = tdata.fold_chips(config, frame, fold)
         trainer = FoldTrainer(run, chips, objective, targets)
         trainer.resume(resume)
@@ -281,6 +283,7 @@ def train(
     resume: bool | None = None,
     objective: Objective | None = None,
     targets: tdata.TargetSource | None = None,
+    source: tdata.ChipSource | None = None,
 ) -> TrainResult:
     """Train ``data.fold`` (or every fold when it is ``None``) of a config.
 
@@ -292,6 +295,8 @@ def train(
         resume: See :func:`train_fold`.
         objective: The loss (default: the label loss of ``loss.terms``).
         targets: Extra per-pixel targets for the objective.
+        source: Where the chips come from (default: the labelled ``data.root``; a
+            distillation run passes its roots, labelled or not).
 
     Returns:
         The run's result (one :class:`FoldResult` per trained fold).
@@ -300,12 +305,19 @@ def train(
         torch.set_num_threads(max(1, config.trainer.cpu_threads))
     ctx = init_distributed(config.trainer.device)
     try:
-        frame, folds_path = tdata.prepare_folds(config, ctx)
+        frame, folds_path = tdata.prepare_folds(config, ctx, source)
         all_folds = sorted(int(value) for value in frame["fold"].unique())
         folds = all_folds if config.data.fold is None else [config.data.fold]
         results = [
             train_fold(
-                config, fold, resume, ctx, (frame, folds_path), objective=objective, targets=targets
+                config,
+                fold,
+                resume,
+                ctx,
+                (frame, folds_path),
+                objective=objective,
+                targets=targets,
+                source=source,
             )
             for fold in folds
         ]

@@ -97,7 +97,7 @@ def write_fold_oof(
     intersection = union = 0.0
     probabilities: dict[str, np.ndarray] = {}
     if shard:
-        loader = tdata.eval_loader(tdata.make_dataset(run.config, shard), run.config)
+        loader = tdata.eval_loader(run.source.dataset(shard, training=False), run.config)
         intersection, union, probabilities = evaluate(
             model,
             loader,
