@@ -18,6 +18,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.demo_commands",
     "oncloudn.cli.data_commands",
     "oncloudn.cli.train_commands",
+    "oncloudn.cli.nnunet_commands",
     "oncloudn.cli.predict_commands",
     "oncloudn.cli.submission_commands",
     "oncloudn.cli.score_commands",

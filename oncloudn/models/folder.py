@@ -225,8 +225,10 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     Returns:
         The runtime model: ``.manifest`` and ``predict_proba(raw [N, C, H, W]) -> [N, H, W]``.
     """
+    from oncloudn.models.kinds import register_library_kinds
     from oncloudn.runtime.loader import load_model
 
+    register_library_kinds()
     read_model_manifest(folder)  # a clear error for a missing or invalid manifest
     return load_model(str(folder), device)
 
