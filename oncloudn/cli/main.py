@@ -19,6 +19,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.data_commands",
     "oncloudn.cli.train_commands",
     "oncloudn.cli.distill_commands",
+    "oncloudn.cli.nnunet_commands",
     "oncloudn.cli.predict_commands",
     "oncloudn.cli.teacher_commands",
     "oncloudn.cli.models_commands",

@@ -102,6 +102,30 @@ def load_folds(path: str | Path) -> pd.DataFrame:
     return frame[list(FOLD_COLUMNS)]
 
 
+def folds_for_chips(
+    frame: pd.DataFrame, chips: pd.DataFrame, path: str | Path, where: str, fix: str
+) -> pd.DataFrame:
+    """The rows of a folds frame for ``chips`` (a frame with ``chip_id``), in order.
+
+    Args:
+        frame: A folds frame (from :func:`load_folds`).
+        chips: The chips that need a fold.
+        path: The folds file (named in the error).
+        where: Where the chips come from (named in the error).
+        fix: What to do when chips lack a fold.
+
+    Raises:
+        DataError: A chip has no fold.
+    """
+    missing = sorted(set(chips["chip_id"]) - set(frame["chip_id"]))
+    if missing:
+        raise DataError(
+            f"folds file {path} has no fold for {len(missing)} chip(s) of {where}, "
+            f"e.g. {missing[:3]}; {fix}"
+        )
+    return frame[frame["chip_id"].isin(set(chips["chip_id"]))].reset_index(drop=True)
+
+
 def folds_hash(path: str | Path) -> str:
     """SHA-256 hex digest of a folds file's bytes (recorded in model folders' provenance)."""
     return sha256_file(path)

@@ -2,7 +2,8 @@
 
 The runtime registers ``network``, ``threshold`` and ``ensemble`` itself
 (``oncloudn/runtime/loader.py``). Kinds that need more than the competition runtime has
-(onnxruntime, nnU-Net...) live in library modules listed in :data:`LIBRARY_KIND_MODULES`;
+(onnxruntime, nnU-Net v2 networks...) live in library modules listed in
+:data:`LIBRARY_KIND_MODULES`;
 :func:`register_library_kinds` imports each and calls its ``register()``. Loading a model
 folder (``oncloudn.models.folder.load_model_folder``) and ``pack`` call it, so their kinds
 load everywhere and ``pack`` refuses them with the reason they were registered with.
@@ -25,6 +26,7 @@ from oncloudn.runtime.loader import registered_kinds
 
 LIBRARY_KIND_MODULES = (
     "oncloudn.models.onnx_model",  # kind "onnx": ONNX Runtime sessions (e.g. ukis-csmask)
+    "oncloudn.models.nnunet_model",  # kind "nnunet": nnU-Net v2 trained models (teachers)
 )
 
 ParameterCounter = Callable[[str | os.PathLike], "int | None"]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from oncloudn.config import TrainConfig
 from oncloudn.data.chips import DatasetPaths, list_chips
 from oncloudn.data.dataset import CloudDataset
-from oncloudn.data.folds import assign_folds, load_folds, save_folds
+from oncloudn.data.folds import assign_folds, folds_for_chips, load_folds, save_folds
 from oncloudn.errors import DataError
 from oncloudn.training.augment import CONTINUOUS, Augmenter
 from oncloudn.training.checkpoint import derive_seed
@@ -132,14 +132,8 @@ def prepare_folds(
         logger.info("wrote %d-fold location-grouped folds file %s", config.data.n_folds, path)
     if ctx is not None and ctx.enabled:
         dist.barrier()
-    frame = load_folds(path)
-    missing = sorted(set(chips["chip_id"]) - set(frame["chip_id"]))
-    if missing:
-        raise DataError(
-            f"folds file {path} has no fold for {len(missing)} chip(s) of the run, "
-            f"e.g. {missing[:3]}; delete it to regenerate, or point data.folds_file elsewhere"
-        )
-    frame = frame[frame["chip_id"].isin(set(chips["chip_id"]))].reset_index(drop=True)
+    fix = "delete it to regenerate, or point data.folds_file elsewhere"
+    frame = folds_for_chips(load_folds(path), chips, path, "the run", fix)
     return frame, path
 
 
