@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from oncloudn.errors import ConfigError
-from oncloudn.models.kinds import register_library_kinds
+from oncloudn.models.kinds import kind_files, register_library_kinds
 from oncloudn.models.provenance import build_provenance, plain_data
 from oncloudn.runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from oncloudn.runtime.loader import load_model
@@ -168,8 +168,9 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
 def model_files(folder: Path, manifest: Manifest | None = None) -> list[Path]:
     """The files that make up a model folder (relative paths), members included.
 
-    Only the manifest, its weights, ``config.yaml`` and ``metrics.json`` count: logs and
-    training checkpoints lying beside them are not part of the model.
+    Only the manifest, its weights, ``config.yaml``, ``metrics.json`` and the files its kind
+    declares (``oncloudn.models.kinds.EXTRA_MODEL_FILES``, e.g. a copied nnU-Net trained model)
+    count: logs and training checkpoints lying beside them are not part of the model.
     """
     folder = Path(folder)
     manifest = manifest or read_model_manifest(folder)
@@ -181,6 +182,9 @@ def model_files(folder: Path, manifest: Manifest | None = None) -> list[Path]:
                 "is missing"
             )
         names.append(Path(manifest.weights))
+    names += [
+        name for name in kind_files(folder, manifest.kind, manifest.options) if name not in names
+    ]
     for member in manifest.members:
         member_dir = folder / member["path"]
         names += [Path(member["path"]) / name for name in model_files(member_dir)]

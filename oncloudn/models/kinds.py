@@ -13,14 +13,17 @@ folder of that kind is loaded.
 To add a kind: a module with a ``register()`` that calls
 ``oncloudn.runtime.loader.register_kind(name, load, runtime=False, reason=..., options=...)``
 (idempotently), one line in :data:`LIBRARY_KIND_MODULES`, and, if its weights file is not a
-torch state dict, a parameter counter in :data:`PARAMETER_COUNTERS`.
+torch state dict, a parameter counter in :data:`PARAMETER_COUNTERS`; if its folders hold
+more files than the weights, a lister in :data:`EXTRA_MODEL_FILES`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from oncloudn.runtime.loader import registered_kinds
 
@@ -41,6 +44,27 @@ def _count_onnx(path: str | os.PathLike) -> int | None:
 
 PARAMETER_COUNTERS: dict[str, ParameterCounter] = {"onnx": _count_onnx}
 """Kind -> counter of the values in its weights file (``None`` when it cannot tell)."""
+
+
+def _nnunet_files(folder: Path, options: Mapping[str, Any]) -> list[Path]:
+    """Every file of a copied nnU-Net trained model (``options.trained_model`` inside it)."""
+    trained = options.get("trained_model")
+    if not trained or Path(trained).is_absolute() or ".." in Path(trained).parts:
+        return []  # a referenced trained model lives outside the folder
+    root = Path(folder) / trained
+    return sorted(p.relative_to(folder) for p in root.rglob("*") if p.is_file())
+
+
+FileLister = Callable[[Path, Mapping[str, Any]], list[Path]]
+EXTRA_MODEL_FILES: dict[str, FileLister] = {"nnunet": _nnunet_files}
+"""Kind -> the files beyond its weights that its folders hold (relative paths), so copying,
+ensembles and ``pack`` carry them: ``lister(folder, manifest.options)``."""
+
+
+def kind_files(folder: str | os.PathLike, kind: str, options: Mapping[str, Any]) -> list[Path]:
+    """The extra files a model folder of ``kind`` holds (relative paths; none for most)."""
+    lister = EXTRA_MODEL_FILES.get(kind)
+    return lister(Path(folder), options) if lister else []
 
 
 def register_library_kinds() -> list[str]:

@@ -132,3 +132,33 @@ def test_ensemble_folder(tmp_path: Path) -> None:
         make_ensemble_folder(tmp_path / "bad", [first, second], weights=[1])
     with pytest.raises(ConfigError, match="at least one"):
         make_ensemble_folder(tmp_path / "bad", [])
+
+
+def test_kind_files_travel_with_the_folder(tmp_path: Path) -> None:
+    """A copied nnU-Net trained model is part of its folder: copies and ensembles carry it."""
+    import json
+
+    from oncloudn.models.builders import make_ensemble_folder
+    from oncloudn.models.folder import copy_model_folder, model_files
+    from oncloudn.runtime.manifest import write_manifest
+
+    folder = tmp_path / "teacher"
+    for name in ("plans.json", "dataset.json", "fold_0/checkpoint_final.pth"):
+        (folder / "nnunet" / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "nnunet" / name).write_text(json.dumps({"name": name}))
+    manifest = Manifest(
+        name="t",
+        kind="nnunet",
+        weights=None,
+        options={"trained_model": "nnunet", "folds": [0], "checkpoint": "checkpoint_final.pth"},
+    )
+    write_manifest(str(folder), manifest)
+    files = {p.as_posix() for p in model_files(folder)}
+    assert {"nnunet/plans.json", "nnunet/fold_0/checkpoint_final.pth"} <= files
+    copy = copy_model_folder(folder, tmp_path / "copy")
+    assert (copy / "nnunet" / "fold_0" / "checkpoint_final.pth").is_file()
+    ensemble = make_ensemble_folder(tmp_path / "ens", [folder])
+    assert (ensemble / "member_00" / "nnunet" / "dataset.json").is_file()
+    referenced = Manifest(name="r", kind="nnunet", weights=None, options={"trained_model": "/x"})
+    write_manifest(str(tmp_path / "ref"), referenced)
+    assert [p.as_posix() for p in model_files(tmp_path / "ref")] == ["manifest.json"]
