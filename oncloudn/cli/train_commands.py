@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from oncloudn.errors import ConfigError
+
 TRAIN_EPILOG = """\
 examples:
   oncloudn train configs/tiny_cpu.yaml --set data.root=data/sample
@@ -28,11 +30,14 @@ examples:
   oncloudn flag-labels runs/effb0/oof/fold_0.npz data/train --out flags.csv
   oncloudn flag-labels runs/effb0/fold_0 data/train --out flags.csv     # run a model folder
   oncloudn flag-labels runs/effb0 data/train --out flags.csv --top 200 --exclude-out bad.txt
+  oncloudn flag-labels runs/effb0 data/train --out flags.csv --plot flags.png --plot-top 9
 
 Prefer out-of-fold predictions: a model scored on chips it trained on agrees with their
 noise. The CSV (first column chip_id) ranks chips by disagreement = 1 - per-chip Jaccard;
 likely_inverted marks chips whose inverted label fits the prediction clearly better.
-Review them, then list ids to drop in a file given to data.exclude_lists."""
+--plot draws the first --plot-top chips (RGB view, label outline yellow, model mask outline
+magenta, figures in each title) into one PNG. Review them, then list ids to drop in a file
+given to data.exclude_lists."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,6 +159,15 @@ def _register_flag_labels(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="also write the --top chip ids, one per line (a data.exclude_lists file)",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also draw the top chips (RGB, label and model mask outlines) into a PNG",
+    )
+    parser.add_argument(
+        "--plot-top", type=int, default=6, metavar="K", help="chips in the --plot (default 6)"
+    )
     parser.set_defaults(func=run_flag_labels)
 
 
@@ -163,7 +177,10 @@ def run_flag_labels(args: argparse.Namespace) -> int:
     from oncloudn.data.chips import DatasetPaths
     from oncloudn.runtime.atomic import atomic_write_text
     from oncloudn.training.flag_labels import flag_labels, load_predictions, write_flags
+    from oncloudn.training.flag_plot import write_flag_plot
 
+    if args.plot_top < 1:
+        raise ConfigError(f"--plot-top must be >= 1 (got {args.plot_top})")
     paths = DatasetPaths(args.data_root, args.split)
     probabilities, model_threshold = load_predictions(args.source, paths, args.device)
     threshold = args.threshold if args.threshold is not None else model_threshold or 0.5
@@ -174,7 +191,11 @@ def run_flag_labels(args: argparse.Namespace) -> int:
         text = "# chips flagged by oncloudn flag-labels; review before excluding\n"
         text += "".join(f"{chip_id}\n" for chip_id in top["chip_id"])
         atomic_write_text(args.exclude_out, text)
+    if args.plot is not None:
+        write_flag_plot(frame, probabilities, paths, args.plot, args.plot_top, threshold)
     print(top.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     inverted = int(frame["likely_inverted"].sum())
     print(f"{len(frame)} chips ranked ({inverted} likely inverted) -> {args.out}")
+    if args.plot is not None:
+        print(f"top {min(args.plot_top, len(frame))} chips drawn -> {args.plot}")
     return 0
