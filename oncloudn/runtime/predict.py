@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -71,25 +72,41 @@ def predict_batch(
 __all__ = ["fallback_mask", "finalize_mask", "load_chip", "predict_batch", "predict_chips"]
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The settings of one ``predict_chips`` call (see its arguments)."""
+
+    mask_dir: Optional[str]
+    proba_dir: Optional[str]
+    device: str
+    time_budget_s: Optional[float]
+    chip_size: Optional[int]
+    views: Optional[Sequence[str]]
+    context: Optional[Callable[[], Any]]
+    probability_fn: Optional[Callable[[torch.Tensor], torch.Tensor]]
+    chip_rules: bool
+    sink: Optional[Callable[[str, np.ndarray, np.ndarray], None]]
+
+
 class _Run:
     """Book-keeping of one ``predict_chips`` call."""
 
-    def __init__(self, model, features_dir, options):
+    def __init__(self, model, features_dir: str, options: _Options):
         self.model = model
         self.features_dir = features_dir
-        self.mask_dir = options["mask_dir"]
-        self.proba_dir = options["proba_dir"]
-        self.device = options["device"]
-        self.time_budget_s = options["time_budget_s"]
-        self.chip_size = options["chip_size"]
-        self.context = options["context"]
-        self.fixed_fn = options["probability_fn"]
-        self.chip_rules = options["chip_rules"]
-        self.sink = options["sink"]
+        self.mask_dir = options.mask_dir
+        self.proba_dir = options.proba_dir
+        self.device = options.device
+        self.time_budget_s = options.time_budget_s
+        self.chip_size = options.chip_size
+        self.context = options.context
+        self.fixed_fn = options.probability_fn
+        self.chip_rules = options.chip_rules
+        self.sink = options.sink
         self.bands = list(model.bands) if model is not None else list(BANDS)
         self.manifest = getattr(model, "manifest", None) or Manifest()
         self.multiple = input_multiple(model)
-        tta = options["views"] if options["views"] is not None else self.manifest.tta
+        tta = options.views if options.views is not None else self.manifest.tta
         self.views = resolve_views(tta) if model is not None else ["identity"]
         self.initial_views = list(self.views)
         self.probability_fn = self._make_probability_fn()
@@ -241,10 +258,10 @@ def _past_deadline(run: _Run) -> bool:
 
 
 def _start_reads(pool: Optional[ThreadPoolExecutor], run: _Run, batch: list[str]) -> list:
-    args = (run.features_dir, run.bands, run.chip_size)
+    args = [(run.features_dir, chip_id, run.bands, run.chip_size) for chip_id in batch]
     if pool is None:
-        return [load_chip(args[0], chip_id, *args[1:]) for chip_id in batch]
-    return [pool.submit(load_chip, args[0], chip_id, *args[1:]) for chip_id in batch]
+        return [load_chip(*chip_args) for chip_args in args]
+    return [pool.submit(load_chip, *chip_args) for chip_args in args]
 
 
 def _finish_reads(pending: list) -> list:
@@ -299,6 +316,7 @@ def _output_dirs(out_dir, write_masks, write_probabilities, probabilities_dir):
 def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progress) -> None:
     model = run.model
     next_log = LOG_EVERY
+    chips_done = 0
     pool = ThreadPoolExecutor(num_workers) if num_workers > 0 and model is not None else None
     try:
         pending = _start_reads(pool, run, batches[0]) if batches and model is not None else []
@@ -306,6 +324,7 @@ def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progr
             reads = _finish_reads(pending)
             more = index + 1 < len(batches) and model is not None and not run.deadline_hit
             pending = _start_reads(pool, run, batches[index + 1]) if more else []
+            chips_done += len(batch)
             if model is None or _past_deadline(run):
                 for chip_id in batch:
                     run.fallback(chip_id, None)
@@ -313,8 +332,7 @@ def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progr
                 _process_batch(run, batch, reads)
                 run.window_chips += len(batch)
                 run.window_batches += 1
-                done_so_far = sum(len(b) for b in batches[: index + 1])
-                _check_budget(run, n_chips - done_so_far)
+                _check_budget(run, n_chips - chips_done)
             if progress is not None:
                 progress(len(batch))
             if run.done >= next_log:
@@ -379,18 +397,18 @@ def predict_chips(
     """
     chip_ids = list_chip_ids(features_dir) if chip_ids is None else list(chip_ids)
     mask_dir, proba_dir = _output_dirs(out_dir, write_masks, write_probabilities, probabilities_dir)
-    options = {
-        "mask_dir": mask_dir,
-        "proba_dir": proba_dir,
-        "device": device,
-        "time_budget_s": time_budget_s,
-        "chip_size": chip_size,
-        "views": views,
-        "context": context,
-        "probability_fn": probability_fn,
-        "chip_rules": chip_rules,
-        "sink": sink,
-    }
+    options = _Options(
+        mask_dir=mask_dir,
+        proba_dir=proba_dir,
+        device=device,
+        time_budget_s=time_budget_s,
+        chip_size=chip_size,
+        views=views,
+        context=context,
+        probability_fn=probability_fn,
+        chip_rules=chip_rules,
+        sink=sink,
+    )
     run = _Run(model, features_dir, options)
     batch_size = max(1, int(batch_size))
     batches = [chip_ids[i : i + batch_size] for i in range(0, len(chip_ids), batch_size)]

@@ -17,7 +17,6 @@ pass is injected:
 """
 
 import contextlib
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -28,8 +27,6 @@ import torch.nn.functional as F
 from .manifest import Manifest
 from .postprocess import postprocess
 from .tta import resolve_views
-
-LOGGER = logging.getLogger(__name__)
 
 ProbabilityFn = Callable[[torch.Tensor], torch.Tensor]
 
