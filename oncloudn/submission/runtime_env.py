@@ -22,6 +22,7 @@ subprocess; otherwise it rebuilds it from nothing (``fresh=True`` always does).
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -30,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from oncloudn.errors import SubmissionError
@@ -251,6 +253,19 @@ def _run_pip(command: list[str], what: str) -> None:
         )
 
 
+def _up_to_date(target: Path, key: str, smoke: Callable[[], str]) -> bool:
+    """Whether ``target`` was built from the list with ``key`` and still passes ``smoke``."""
+    if not stamp_matches(target, key):
+        return False
+    try:
+        smoke()
+    except SubmissionError as error:
+        logger.warning("rebuilding %s: %s", target, error)
+        return False
+    logger.info("%s is up to date", target)
+    return True
+
+
 def _clear_for_rebuild(target: Path, marker: str) -> None:
     """Empty ``target`` before a rebuild, refusing a folder that is not an environment."""
     if not target.exists():
@@ -286,18 +301,14 @@ def install_runtime_smp(
     """
     target = Path(target) if target is not None else default_target()
     key = packages_key(RUNTIME_SMP_PACKAGES)
-    if not fresh and stamp_matches(target, key):
-        try:
-            smoke_test(python, target)
-            logger.info("runtime smp in %s is up to date", target)
-            return target.resolve()
-        except SubmissionError as error:
-            logger.warning("rebuilding %s: %s", target, error)
+    smoke = functools.partial(smoke_test, python, target)
+    if not fresh and _up_to_date(target, key, smoke):
+        return target.resolve()
     _clear_for_rebuild(target, "segmentation_models_pytorch")
     target.mkdir(parents=True)
     command = [python, "-m", "pip", "install", "--no-deps", "--target", str(target)]
     _run_pip(command + RUNTIME_SMP_PACKAGES, f"pip could not install the runtime smp into {target}")
-    logger.info("smoke test: %s", smoke_test(python, target))
+    logger.info("smoke test: %s", smoke())
     _write_stamp(target, key, RUNTIME_SMP_PACKAGES)
     return target.resolve()
 
@@ -405,13 +416,9 @@ def install_runtime_python(
     target = Path(target) if target is not None else default_python_target()
     python = str(_venv_python(target))
     key = runtime_python_key()
-    if not fresh and stamp_matches(target, key):
-        try:
-            smoke_test(python, modules=RUNTIME_PYTHON_MODULES)
-            logger.info("runtime Python in %s is up to date", target)
-            return Path(python)
-        except SubmissionError as error:
-            logger.warning("rebuilding %s: %s", target, error)
+    smoke = functools.partial(smoke_test, python, modules=RUNTIME_PYTHON_MODULES)
+    if not fresh and _up_to_date(target, key, smoke):
+        return Path(python)
     _clear_for_rebuild(target, "pyvenv.cfg")
     what = f"creating the runtime Python in {target}"
     if shutil.which(base_python) is None:
@@ -423,6 +430,6 @@ def install_runtime_python(
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     _run_pip(pip + ["--only-binary=:all:", *RUNTIME_PYTHON_PACKAGES], what)
     _run_pip(pip + ["--no-deps", *RUNTIME_SMP_PACKAGES], what)
-    logger.info("smoke test: %s", smoke_test(python, modules=RUNTIME_PYTHON_MODULES))
+    logger.info("smoke test: %s", smoke())
     _write_stamp(target, key, RUNTIME_PYTHON_PACKAGES + RUNTIME_SMP_PACKAGES)
     return Path(python)
