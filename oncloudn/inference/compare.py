@@ -76,7 +76,7 @@ class Comparison:
 
 def trainable_parameters(model: Any, folder: Path) -> int | None:
     """Trainable parameters of a loaded model (members included); the file count otherwise."""
-    modules = [m for m in _torch_modules(model)]
+    modules = _torch_modules(model)
     if modules:
         return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
     return count_parameters(folder)
