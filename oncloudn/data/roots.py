@@ -15,7 +15,6 @@ labels where they exist (``mask`` is :data:`IGNORE_VALUE` everywhere on unlabell
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch.utils.data import Dataset
 
 from oncloudn.data.chips import UNKNOWN_LOCATION, DatasetPaths, list_chips, read_chip
 from oncloudn.errors import DataError
+from oncloudn.hashing import sha256_named_files
 from oncloudn.runtime.bands import BANDS, IGNORE_VALUE
 
 logger = logging.getLogger(__name__)
@@ -172,14 +172,7 @@ def chip_content_hash(paths: DatasetPaths, chip_id: str, bands: Sequence[str] = 
     Raises:
         FileNotFoundError: A band file is missing.
     """
-    digest = hashlib.sha256()
-    for band in bands:
-        path = paths.chip_dir(chip_id) / f"{band}.tif"
-        digest.update(f"{band}\0".encode())
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_named_files((band, paths.chip_dir(chip_id) / f"{band}.tif") for band in bands)
 
 
 ReferenceFn = Callable[[str], np.ndarray]

@@ -10,7 +10,6 @@ prediction core to the teacher's ``input_multiple``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from functools import cached_property
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from oncloudn.errors import ConfigError
+from oncloudn.hashing import sha256_named_files
 from oncloudn.models.folder import load_model_folder, model_files, read_model_manifest
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.predict_array import input_multiple, pad_to_multiple, views_for_shape
@@ -33,13 +33,8 @@ LICENCE_KEYS = ("licence", "license")
 
 def folder_sha256(folder: Path) -> str:
     """SHA-256 over a model folder's files (names and bytes; members included)."""
-    digest = hashlib.sha256()
-    for relative in sorted(model_files(folder), key=str):
-        digest.update(f"{relative.as_posix()}\0".encode())
-        with open(folder / relative, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    files = sorted(model_files(folder), key=str)
+    return sha256_named_files((relative.as_posix(), folder / relative) for relative in files)
 
 
 class Teacher:
