@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -185,6 +186,14 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
         "the runtime's versions (default: $ONCLOUDN_RUNTIME_PYTHON, else the environment of "
         "`oncloudn runtime-env install-python` when built, else this one)",
     )
+    parser.add_argument(
+        "--docker",
+        nargs="?",
+        const="cpu",
+        choices=("cpu", "gpu"),
+        help="build the repository's Dockerfile (DrivenData's runtime image, cpu or gpu; "
+        "default cpu) and run the zip in it: data read-only, no network",
+    )
     parser.add_argument("--force", action="store_true", help="replace an earlier run in OUT")
     parser.set_defaults(func=run_run_local)
 
@@ -197,7 +206,13 @@ def run_run_local(args: argparse.Namespace) -> int:
 
     if args.record and args.labels is None:
         raise SubmissionError("--record needs --labels: only scored runs go on the leaderboard")
-    result = run_local(
+    run = run_local
+    if args.docker:
+        # lazy: keeps `oncloudn --help` fast
+        from oncloudn.submission.docker_run import run_local_docker
+
+        run = functools.partial(run_local_docker, variant=args.docker)
+    result = run(
         args.zip,
         args.data_root,
         args.out,
