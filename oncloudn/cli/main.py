@@ -17,6 +17,7 @@ from oncloudn.errors import USER_ERRORS
 COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.demo_commands",
     "oncloudn.cli.data_commands",
+    "oncloudn.cli.download_commands",
     "oncloudn.cli.train_commands",
     "oncloudn.cli.distill_commands",
     "oncloudn.cli.nnunet_commands",
