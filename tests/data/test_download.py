@@ -115,6 +115,22 @@ def test_dropped_connection_resumes_with_range(mirror: MirrorServer, tmp_path: P
     assert (root / name).read_bytes() == (mirror.root / name).read_bytes()
 
 
+def test_part_left_by_a_killed_run_is_resumed(mirror: MirrorServer, tmp_path: Path) -> None:
+    chip_id = sorted(p.name for p in (mirror.root / "test_features").iterdir())[3]
+    name = f"test_features/{chip_id}/B02.tif"
+    data = (mirror.root / name).read_bytes()
+    root = tmp_path / "data"
+    part = root / STAGING_DIR / "test" / f"{name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:1000])  # what a killed run left
+    summary = download_dataset(root, "test", chips=[chip_id], base_url=mirror.url, **FAST)
+    assert mirror.requests_for("test", name) == ["bytes=1000-"]
+    sizes = sum((mirror.root / f"test_features/{chip_id}/{b}.tif").stat().st_size for b in BANDS)
+    assert summary.resumed == 1 and summary.bytes_received == sizes - 1000
+    assert (root / name).read_bytes() == data
+    assert [p.name for p in (root / STAGING_DIR / "test").iterdir()] == ["test_metadata.csv"]
+
+
 @pytest.mark.parametrize("fault", ["corrupt-header", "truncate", "503"])
 def test_bad_transfer_is_detected_and_fetched_again(
     mirror: MirrorServer, tmp_path: Path, fault: str

@@ -315,11 +315,19 @@ def download_dataset(
     with tqdm(total=len(files), unit="file", desc=f"{split} files", disable=not progress) as bar:
         _run_chips(_Downloader(root, settings, manifest, summary, bar), plans, summary)
     manifest.save()
+    _remove_empty_folders(root / STAGING_DIR / split)
     summary.manifest = manifest.path
     summary.metadata = write_split_metadata(root, split, metadata)
     summary.wall_s = time.monotonic() - start
     _raise_when_host_lost(summary, settings)
     return summary
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove the empty folders under ``folder`` (what staging leaves once chips moved out)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _run_chips(downloader: _Downloader, plans: list[ChipFiles], summary: DownloadSummary) -> None:

@@ -199,7 +199,7 @@ def fetch(
             if isinstance(error, CorruptError):
                 part.unlink(missing_ok=True)
             last = error
-    raise type(last)(f"{last} (after {result.attempts} attempts)")
+    raise type(last)(f"{last} (after {result.attempts} attempt(s))")
 
 
 def _verify(verify: Callable[[Path], None], part: Path) -> None:
