@@ -91,11 +91,6 @@ class DownloadManifest:
         with self._lock:
             self.files[relative] = entry
 
-    def forget(self, relative: str) -> None:
-        """Drop a file's entry (it is about to be fetched again)."""
-        with self._lock:
-            self.files.pop(relative, None)
-
     def status(self, root: Path, relative: str) -> str:
         """``ok``, ``missing`` (no file), ``mismatch`` (size or SHA-256 differ) or
         ``unknown`` (a file the manifest has no entry for)."""

@@ -162,6 +162,7 @@ class _Downloader:
         self.root, self.settings, self.manifest = root, settings, manifest
         self.summary, self.bar = summary, bar
         self.staging = root / STAGING_DIR / settings.split
+        self._bar_lock = threading.Lock()
 
     def in_place(self, relative: str) -> bool:
         """Whether the file in the dataset root is good (recording it when newly checked)."""
@@ -177,8 +178,9 @@ class _Downloader:
                 self.manifest.record(self.root, relative)
                 return True
         if status in (MISMATCH, UNKNOWN):
+            # the manifest keeps the old entry until the replacement is in place, so a file
+            # known to be bad is never accepted later just because it decodes
             logger.warning("%s no longer matches the manifest; fetching it again", relative)
-            self.manifest.forget(relative)
             self.summary.add(refetched=1)
         return False
 
@@ -240,7 +242,8 @@ class _Downloader:
             else:
                 self.stage(relative)
                 staged.append(relative)
-            self.bar.update(1)
+            with self._bar_lock:
+                self.bar.update(1)
         self.move_into_place(plan, staged)
         for relative in staged:
             self.manifest.record(self.root, relative)
@@ -313,13 +316,18 @@ def download_dataset(
     manifest = DownloadManifest.load(manifest_path(root, split), settings.base_url, split)
     summary = DownloadSummary(root, split, settings.base_url, len(plans), len(files))
     with tqdm(total=len(files), unit="file", desc=f"{split} files", disable=not progress) as bar:
-        _run_chips(_Downloader(root, settings, manifest, summary, bar), plans, summary)
+        host_lost = _run_chips(_Downloader(root, settings, manifest, summary, bar), plans, summary)
     manifest.save()
     _remove_empty_folders(root / STAGING_DIR / split)
     summary.manifest = manifest.path
     summary.metadata = write_split_metadata(root, split, metadata)
     summary.wall_s = time.monotonic() - start
-    _raise_when_host_lost(summary, settings)
+    if host_lost:
+        raise DataError(
+            f"lost the connection to {_host(settings.base_url)}: {len(summary.failed)} of "
+            f"{summary.n_chips} chips not fetched; run the same command again to resume "
+            f"(nothing half-written was left in {root})"
+        )
     return summary
 
 
@@ -330,8 +338,9 @@ def _remove_empty_folders(folder: Path) -> None:
             path.rmdir()
 
 
-def _run_chips(downloader: _Downloader, plans: list[ChipFiles], summary: DownloadSummary) -> None:
-    """Fetch every chip in a thread pool; record failures; stop early when the host is gone."""
+def _run_chips(downloader: _Downloader, plans: list[ChipFiles], summary: DownloadSummary) -> bool:
+    """Fetch every chip in a thread pool and record failures; return whether the host was
+    lost (that many chips in a row could not reach it; the rest were then skipped)."""
     lost = threading.Event()
     limit = max(8, 2 * downloader.settings.workers)
     unreachable_in_a_row = 0
@@ -355,13 +364,4 @@ def _run_chips(downloader: _Downloader, plans: list[ChipFiles], summary: Downloa
                         lost.set()
             if done % SAVE_EVERY_CHIPS == 0:
                 downloader.manifest.save()
-
-
-def _raise_when_host_lost(summary: DownloadSummary, settings: DownloadSettings) -> None:
-    unreachable = [reason for reason in summary.failed.values() if "host was lost" in reason]
-    if unreachable:
-        raise DataError(
-            f"lost the connection to {_host(settings.base_url)}: {len(summary.failed)} of "
-            f"{summary.n_chips} chips not fetched; run the same command again to resume "
-            f"(nothing half-written was left in {summary.root})"
-        )
+    return lost.is_set()

@@ -26,7 +26,8 @@ from oncloudn import __version__
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = f"oncloudn/{__version__} (python-urllib)"
+USER_AGENT = f"oncloudn/{__version__}"
+"""Our own agent string (some hosts refuse the default ``Python-urllib/3.x``)."""
 CHUNK_BYTES = 1 << 16
 MAX_BACKOFF_S = 60.0
 RETRYABLE_STATUS = (408, 425, 429, 500, 502, 503, 504)
@@ -207,4 +208,4 @@ def _verify(verify: Callable[[Path], None], part: Path) -> None:
         verify(part)
     except Exception as error:  # any reader failure means the bytes are bad
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CorruptError(f"downloaded file does not decode ({first_line})") from None
+        raise CorruptError(f"downloaded file failed its check ({first_line})") from None
