@@ -9,7 +9,9 @@ temporary root), with the runtime's Python 3.9 when it is built.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from docker_standin import dockerfile_copies, install, lay_out_image
 from toydata import write_toy_dataset
 
 from oncloudn.cli.main import main
@@ -148,33 +151,6 @@ def test_hadolint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _copies(dockerfile: Path) -> list[tuple[list[str], str]]:
-    """The ``COPY`` instructions: (sources, destination)."""
-    copies = []
-    for line in dockerfile.read_text().splitlines():
-        if line.startswith("COPY "):
-            *sources, dest = [part for part in line.split()[1:] if not part.startswith("--")]
-            copies.append((sources, dest))
-    return copies
-
-
-def _lay_out_image(root: Path) -> None:
-    """Apply the Dockerfile's ``COPY`` lines to ``root`` (an image's filesystem, minus its base)."""
-    for sources, dest in _copies(REPO / "Dockerfile"):
-        target = root / dest.lstrip("/")
-        for source in sources:
-            path = REPO / source
-            if path.is_dir():
-                ignore = shutil.ignore_patterns("__pycache__")
-                shutil.copytree(path, target, dirs_exist_ok=True, ignore=ignore)
-            elif dest.endswith("/"):
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target / path.name)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-
-
 def test_dockerfile_copies_what_dockerignore_lets_through() -> None:
     allowed = [
         line[1:].rstrip("/")
@@ -182,7 +158,7 @@ def test_dockerfile_copies_what_dockerignore_lets_through() -> None:
         if line.startswith("!")
     ]
     assert find_docker_context() == REPO
-    for sources, _ in _copies(REPO / "Dockerfile"):
+    for sources, _ in dockerfile_copies(REPO / "Dockerfile"):
         for source in sources:
             assert (REPO / source).exists(), source
             assert any(source.rstrip("/") == a or source.startswith(a + "/") for a in allowed)
@@ -215,7 +191,7 @@ def _run_entrypoint(image: Path, test_root: Path, main_py: str) -> subprocess.Co
 @pytest.mark.skipif(shutil.which("unzip") is None, reason="the entrypoint needs unzip")
 def test_entrypoint_runs_main_checks_and_tars(test_root: Path, tmp_path: Path) -> None:
     image = tmp_path / "image"
-    _lay_out_image(image)
+    lay_out_image(image)
     result = _run_entrypoint(image, test_root, WRITE_ZEROS)
     submission = image / "codeexecution" / "submission"
     log = (submission / "log.txt").read_text()
@@ -229,7 +205,7 @@ def test_entrypoint_runs_main_checks_and_tars(test_root: Path, tmp_path: Path) -
 @pytest.mark.skipif(shutil.which("unzip") is None, reason="the entrypoint needs unzip")
 def test_entrypoint_fails_on_broken_predictions(test_root: Path, tmp_path: Path) -> None:
     image = tmp_path / "image"
-    _lay_out_image(image)
+    lay_out_image(image)
     broken = WRITE_ZEROS.replace(
         "np.zeros((512, 512), np.uint8)", "np.full((512, 512), 7, np.uint8)"
     )
@@ -239,3 +215,36 @@ def test_entrypoint_fails_on_broken_predictions(test_root: Path, tmp_path: Path)
     assert result.returncode == 1
     assert "FAILED: 0000.tif: values other than 0 and 1" in log
     assert not (submission / "submission.tar.gz").exists()
+
+
+@pytest.fixture
+def standin_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``docker`` on PATH is the stand-in (``docker_standin``); main.py runs on the runtime's
+    Python 3.9 stack when built."""
+    script = install(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("ONCLOUDN_PYTHON", runtime_python() or sys.executable)
+    return script
+
+
+@pytest.mark.skipif(shutil.which("unzip") is None, reason="the entrypoint needs unzip")
+def test_run_local_docker_end_to_end_with_standin(
+    standin_docker: Path, test_root: Path, tmp_path: Path, capsys
+) -> None:
+    zip_path = _zip(tmp_path / "s.zip", WRITE_ZEROS.replace("np.zeros", "np.ones"))  # all cloud
+    out = tmp_path / "run"
+    args = ["run-local", str(zip_path), str(test_root), str(out), "--docker"]
+    assert main([*args, "--labels", str(test_root / "test_labels")]) == 0
+    printed = capsys.readouterr().out
+    assert "checks: passed" in printed and re.search(r"Jaccard 0\.\d{4} over 3 chips", printed)
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{c}.tif" for c in TEST_IDS]
+    info = json.loads((out / "run.json").read_text())
+    assert info["docker_run"][0] == str(standin_docker) and info["image"] == "oncloudn-runtime:cpu"
+    assert info["checks"]["passed"] and info["n_chips"] == 3 and "scores" in info
+    assert "passed: 3 predictions" in (out / "submission" / "log.txt").read_text()
+    with pytest.raises(SubmissionError, match="is not empty"):
+        run_local_docker(zip_path, test_root, out)
+    broken = _zip(tmp_path / "b.zip", WRITE_ZEROS.replace("np.zeros", "2 + np.zeros"))
+    with pytest.raises(SubmissionError, match="values other than 0 and 1"):
+        run_local_docker(broken, test_root, out, force=True)
+    assert not (out / "predictions").exists()
