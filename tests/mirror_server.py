@@ -8,7 +8,8 @@ optionally sending ``Content-MD5``. Faults are queued per URL path and used one 
 - ``corrupt-header``: send the right length of zeros (not a TIFF at all);
 - ``flip``: flip one byte in the middle (decodes fine; only an MD5 can tell);
 - ``truncate``: announce and send only the first half (a short file served consistently);
-- ``503``: answer 503 Service Unavailable.
+- ``503``: answer 503 Service Unavailable;
+- ``hangup``: close the connection without an answer (as a host going away).
 
 Every request is logged as ``(path, range header or None)``.
 """
@@ -49,6 +50,9 @@ class MirrorHandler(BaseHTTPRequestHandler):
         path = self._file()
         if path is None:
             self.send_error(404)
+            return
+        if fault == "hangup":
+            self.close_connection = True
             return
         if fault == "503":
             self.send_error(503)

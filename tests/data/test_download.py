@@ -14,6 +14,7 @@ import pytest
 from mirror_server import MirrorServer
 
 from oncloudn.cli.main import main
+from oncloudn.data.download import runner
 from oncloudn.data.download.runner import STAGING_DIR, download_dataset
 from oncloudn.data.download.selection import read_chip_list
 from oncloudn.data.download.sources import SOURCES, file_url, resolve_base_url
@@ -209,6 +210,28 @@ def test_failed_chip_leaves_nothing_half_written(
         )
         assert main(args) == 0
     assert chip_id in _ids(root, "test")
+
+
+def test_host_lost_mid_run_stops_and_resumes(
+    mirror: MirrorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "LOST_AFTER_CHIPS", 2)
+    ids = sorted(p.name for p in (mirror.root / "test_features").iterdir())
+    for chip_id in ids:  # every attempt at every chip's first band hangs up
+        mirror.faults[mirror.path_of("test", f"test_features/{chip_id}/B02.tif")] = ["hangup"] * 4
+    root = tmp_path / "data"
+    settings = {**FAST, "workers": 1}
+    with pytest.raises(
+        DataError, match="lost the connection to http://127.0.0.1:.* again to resume"
+    ):
+        download_dataset(root, "test", base_url=mirror.url, **settings)
+    assert not (root / "test_features").exists()
+    assert (root / "test_metadata.csv").read_text().splitlines() == ["chip_id,location,datetime"]
+    asked = {path for path, _ in mirror.requests if "/test_features/" in path}
+    assert 2 <= len(asked) < len(ids)  # the chips after the second failure in a row skipped
+    mirror.faults.clear()
+    summary = download_dataset(root, "test", base_url=mirror.url, **settings)
+    assert summary.failed == {} and _ids(root, "test") == ids
 
 
 def test_unreachable_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".download"
 PART_SUFFIX = ".part"
+LOST_AFTER_CHIPS = 8
+"""Chips in a row that cannot reach the host (at least twice the workers) before the rest are
+skipped as lost."""
 SAVE_EVERY_CHIPS = 50
 """The manifest is saved after this many chips (and at the end), so a killed run loses little."""
 
@@ -342,7 +345,7 @@ def _run_chips(downloader: _Downloader, plans: list[ChipFiles], summary: Downloa
     """Fetch every chip in a thread pool and record failures; return whether the host was
     lost (that many chips in a row could not reach it; the rest were then skipped)."""
     lost = threading.Event()
-    limit = max(8, 2 * downloader.settings.workers)
+    limit = max(LOST_AFTER_CHIPS, 2 * downloader.settings.workers)
     unreachable_in_a_row = 0
 
     def job(plan: ChipFiles) -> None:
