@@ -180,6 +180,20 @@ def test_second_run_verifies_manifest_and_refetches_damaged_files(
     _same_files(root, mirror.root, "test", labels=True)
 
 
+def test_files_already_there_are_adopted_without_fetching(
+    mirror: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"  # e.g. synced by another tool: no manifest yet
+    for folder in ("test_features", "test_labels"):
+        shutil.copytree(mirror_root / folder, root / folder)
+    broken = root / "test_labels" / (_ids(root, "test")[0] + ".tif")
+    broken.write_bytes(b"not a tiff")
+    summary = download_dataset(root, "test", labels=True, base_url=mirror.url, **FAST)
+    assert summary.verified == 19 and summary.fetched == 1 and summary.refetched == 1
+    assert json.loads((root / "test_download_manifest.json").read_text())["n_files"] == 20
+    _same_files(root, mirror_root, "test", labels=True)
+
+
 def test_failed_chip_leaves_nothing_half_written(
     mirror_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -172,19 +172,20 @@ class _Downloader:
         status = self.manifest.status(self.root, relative)
         if status == OK:
             return True
-        if status == UNKNOWN:  # put in place by a run killed before its manifest was saved
-            try:
-                decode_tiff(self.root / relative, expected_dtype(relative))
-            except Exception as error:  # any reader failure means the file is bad
-                logger.warning("%s does not decode (%s); fetching it again", relative, error)
-            else:
-                self.manifest.record(self.root, relative)
-                return True
-        if status in (MISMATCH, UNKNOWN):
+        if status == MISMATCH:
             # the manifest keeps the old entry until the replacement is in place, so a file
             # known to be bad is never accepted later just because it decodes
             logger.warning("%s no longer matches the manifest; fetching it again", relative)
             self.summary.add(refetched=1)
+        elif status == UNKNOWN:  # put in place by a run killed before its manifest was saved
+            try:
+                decode_tiff(self.root / relative, expected_dtype(relative))
+            except Exception as error:  # any reader failure means the file is bad
+                logger.warning("%s does not decode (%s); fetching it again", relative, error)
+                self.summary.add(refetched=1)
+            else:
+                self.manifest.record(self.root, relative)
+                return True
         return False
 
     def stage(self, relative: str) -> None:
