@@ -31,7 +31,7 @@ SPLIT_FOLDERS = ("public", "private")
 class MirrorHandler(BaseHTTPRequestHandler):
     server: MirrorServer
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         pass
 
     def _file(self) -> Path | None:

@@ -86,7 +86,7 @@ def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        return urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310 - http(s) only
+        return urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as error:
         error.close()
         if error.code == 416:
