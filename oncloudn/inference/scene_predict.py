@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from tqdm import tqdm
 
 from oncloudn.errors import ConfigError
@@ -57,6 +58,8 @@ from oncloudn.runtime.tta import resolve_views
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+READ_CACHE_BYTES = 256 * 1024 * 1024
+"""GDAL's block cache while reading (its default, 5 % of RAM, would grow with the scene)."""
 Window = tuple[int, int, np.ndarray, np.ndarray]
 """A read window: start row, start column, raw DN ``[C, h, w]``, nodata ``[h, w]``."""
 TIMING_KEYS = ("read", "read_wait", "model", "blend", "postprocess", "write")
@@ -249,6 +252,17 @@ def _write_outputs(probability, pixels, writer, strip_rows, timer) -> None:
         timer.add("write", began)
 
 
+def _predict_windows(model, source, out, options, views, device, model_id, timer):
+    grid = window_grid(source.height, source.width, options.window, options.overlap)
+    fingerprint = _fingerprint(source, grid, options, views, model_id)
+    state = RunState(out, fingerprint, resume=options.resume)
+    probability = RowFile(state.path("probability.f32"), source.height, source.width, "f4")
+    counts = _predict_probability_file(
+        model, source, grid, options, views, device, state, probability, timer
+    )
+    return counts, grid, state, probability
+
+
 def predict_scene_model(
     model: Any,
     scene: str | os.PathLike,
@@ -287,13 +301,10 @@ def predict_scene_model(
     out = Path(out)
     timer = SceneTimer()
     try:
-        grid = window_grid(source.height, source.width, options.window, options.overlap)
-        fingerprint = _fingerprint(source, grid, options, views, model_id)
-        state = RunState(out, fingerprint, resume=options.resume)
-        probability = RowFile(state.path("probability.f32"), source.height, source.width, "f4")
-        counts = _predict_probability_file(
-            model, source, grid, options, views, device, state, probability, timer
-        )
+        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
+            counts, grid, state, probability = _predict_windows(
+                model, source, out, options, views, device, model_id, timer
+            )
     finally:
         source.close()
     start = time.perf_counter()
