@@ -158,9 +158,20 @@ class _WindowPredictor:
         self.probability_fn = model_probability_fn(
             model, views, _autocast_context(device, amp=True)
         )
-        self.weights = blend_weights(grid.height, grid.width, options.overlap, options.blend)
+        self.scene_size = (source.height, source.width)
+        self._weights: dict[tuple[bool, ...], np.ndarray] = {}
         self.skipped = 0
         self.predicted = 0
+
+    def weights(self, row: int, col: int) -> np.ndarray:
+        """Blend weights of the window at ``(row, col)`` (cached per kind of position)."""
+        height, width = self.scene_size
+        inner = (row > 0, row + self.grid.height < height, col > 0, col + self.grid.width < width)
+        if inner not in self._weights:
+            self._weights[inner] = blend_weights(
+                self.grid.height, self.grid.width, self.options.overlap, self.options.blend, inner
+            )
+        return self._weights[inner]
 
     def _reader(self, row: int, col: int) -> Callable[[], Any]:
         def read() -> Window:
@@ -195,7 +206,7 @@ class _WindowPredictor:
             )
             start = self.timer.add("model", start)
             for (row, col, _, nodata), window_probability in zip(batch, probability, strict=True):
-                blender.add(row, col, window_probability, self.weights * ~nodata)
+                blender.add(row, col, window_probability, self.weights(row, col) * ~nodata)
             self.timer.add("blend", start)
             self.predicted += len(batch)
 

@@ -8,8 +8,10 @@ first pixel are then final and can be written (``scene_blend.py``).
 
 Blend weights are separable and largest at a window's centre: ``gaussian`` (sigma = 1/8 of
 the side, as nnU-Net's sliding window) or ``linear`` (a ramp over the overlap, flat inside).
-They never reach 0 (a floor of 1e-3), so a pixel on the scene's edge, seen only by a window's
-edge, still gets a prediction.
+Inside the scene they are 0 in a window's outer ``overlap / 4`` pixels, where the network's
+zero padding changes its output (the neighbour, for which those pixels lie well inside,
+predicts them alone), and at least 1e-3 elsewhere. A window side on the scene's border is
+not tapered at all: no other window predicts there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from oncloudn.models.tiling import tile_starts
 BLENDS = ("gaussian", "linear")
 WEIGHT_FLOOR = 1e-3
 GAUSSIAN_SIGMA = 1.0 / 8.0
+MARGIN_DIVISOR = 4
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ def window_grid(scene_height: int, scene_width: int, size: int, overlap: int) ->
     return WindowGrid(tuple(rows), tuple(cols), height, width)
 
 
-def _profile(length: int, overlap: int, blend: str) -> np.ndarray:
+def _profile(length: int, overlap: int, blend: str, inner: tuple[bool, bool]) -> np.ndarray:
+    """Weights along one side; ``inner`` says whether its start and end are window edges
+    inside the scene (else scene borders: no taper, nothing else predicts there)."""
     position = np.arange(length, dtype=np.float64) + 0.5
     if blend == "gaussian":
         sigma = GAUSSIAN_SIGMA * length
@@ -74,16 +79,42 @@ def _profile(length: int, overlap: int, blend: str) -> np.ndarray:
     else:
         ramp = max(1, overlap)
         weights = np.minimum(1.0, np.minimum(position, length - position) / ramp)
-    return np.maximum(weights / weights.max(), WEIGHT_FLOOR)
+    weights = np.maximum(weights / weights.max(), WEIGHT_FLOOR)
+    half = length // 2
+    margin = overlap // MARGIN_DIVISOR
+    if not inner[0]:
+        weights[:half] = 1.0
+    elif margin:
+        weights[:margin] = 0.0
+    if not inner[1]:
+        weights[half:] = 1.0
+    elif margin:
+        weights[length - margin :] = 0.0
+    return weights
 
 
-def blend_weights(height: int, width: int, overlap: int, blend: str = "gaussian") -> np.ndarray:
-    """Weights ``[height, width]`` (float32, max 1, min 1e-3) of one window.
+def blend_weights(
+    height: int,
+    width: int,
+    overlap: int,
+    blend: str = "gaussian",
+    inner: tuple[bool, bool, bool, bool] = (True, True, True, True),
+) -> np.ndarray:
+    """Weights ``[height, width]`` (float32, max 1) of one window.
+
+    Args:
+        height: Window height.
+        width: Window width.
+        overlap: Pixels shared with neighbouring windows.
+        blend: ``gaussian`` or ``linear``.
+        inner: Whether the window's top, bottom, left and right edges lie inside the scene
+            (a neighbour overlaps there); a side on the scene's border keeps full weight.
 
     Raises:
         ConfigError: An unknown blend.
     """
     if blend not in BLENDS:
         raise ConfigError(f"unknown blend {blend!r}; choose one of: {', '.join(BLENDS)}")
-    weights = np.outer(_profile(height, overlap, blend), _profile(width, overlap, blend))
-    return weights.astype(np.float32)
+    rows = _profile(height, overlap, blend, inner[:2])
+    cols = _profile(width, overlap, blend, inner[2:])
+    return np.outer(rows, cols).astype(np.float32)
