@@ -184,7 +184,7 @@ def test_all_nodata_windows_are_skipped_and_stay_zero(tmp_path: Path) -> None:
     assert not mask[nodata].any() and mask[~nodata].all()
     probability, profile = read_mask(tmp_path / "p.tif")
     assert profile["nodata"] == 255 and (probability[nodata] == 255).all()
-    assert (probability[~nodata] == 254).all()
+    assert (probability[~nodata] <= 254).all()  # valid pixels carry a probability
 
 
 def _traced_peak(model: Path, scene: Path, out: Path) -> int:
