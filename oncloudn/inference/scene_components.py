@@ -16,8 +16,7 @@ depend on where windows fall. Here the decision is exact, with one strip of rows
 The result equals ``remove_small_objects`` / ``fill_small_holes`` of
 ``oncloudn/runtime/postprocess.py`` on the whole mask. Memory holds a strip plus a few
 numbers per component. The mask lives in a :class:`~oncloudn.inference.scene_store.RowFile`
-of uint8 (0 clear, 1 cloud, 255 nodata, which counts as clear as in the chip version) and is
-updated in place.
+of uint8 (1 cloud, anything else clear) and is updated in place.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ blended probability after every window is done, so they never see window edges:
    their size: ``scene_components.py`` merges strip labels into scene components first.
 
 Chip-level rules never apply to a scene (a window's or strip's cloud fraction means
-nothing). The result is a uint8 row file (0 clear, 1 cloud, 255 nodata).
+nothing). The result is a uint8 row file (0 clear, 1 cloud) in which nodata pixels hold
+whatever the steps made of them, exactly as in the whole image (their probability counts as
+0); the writer clears them last, from the probability file's ``NaN``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from oncloudn.inference.scene_store import RowFile
 from oncloudn.runtime.manifest import PostprocessSpec
 from oncloudn.runtime.postprocess import postprocess_pixels
 
-NODATA = 255
 HALO_MARGIN = 4
 
 
@@ -59,9 +60,7 @@ def local_steps(
         nodata = np.isnan(values)
         mask = postprocess_pixels(np.where(nodata, 0.0, values), nodata, threshold, local)
         crop = slice(start - top, start - top + stop - start)
-        result = mask[crop].astype(np.uint8)
-        result[nodata[crop]] = NODATA
-        out.write_rows(start, result)
+        out.write_rows(start, mask[crop].astype(np.uint8))
 
 
 def postprocess_scene(
@@ -75,8 +74,7 @@ def postprocess_scene(
 
     Args:
         probability: Blended cloud probability (``NaN`` = nodata).
-        out: Receives the mask (0 clear, 1 cloud, 255 nodata; a nodata pixel inside a filled
-            hole may read 1: clear it with the probability's nodata when writing).
+        out: Receives the mask (0 clear, 1 cloud; nodata pixels not yet cleared).
         threshold: Probability threshold (``>=`` is cloud).
         spec: The manifest's pixel steps.
         strip_rows: Rows per strip.
