@@ -263,3 +263,19 @@ def test_predict_scene_cli_with_band_indices(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(mask, whole_image_mask(model, _read_scene(scene)))
     probability, profile = read_mask(tmp_path / "p.tif")
     assert profile["dtype"] == "float32" and np.nanmax(probability) <= 1.0
+
+
+def test_bench_scene_is_registered(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "scene", "--help"])
+    assert exit_info.value.code == 0 and "10,980" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_scene_runs_on_a_small_scene(tmp_path: Path, capsys) -> None:
+    args = ["bench", "scene", "--size", "256", "--window", "128", "--overlap", "32"]
+    args += ["--backend", "torch", "--no-jp2", "--work", str(tmp_path), "--threads", "1"]
+    assert main([*args, "--json", str(tmp_path / "bench.json")]) == 0
+    out = capsys.readouterr().out
+    assert "bench scene: 256 x 256 px" in out and "peak RSS" in out and "stages:" in out
+    assert (tmp_path / "mask-256.tif").is_file()
