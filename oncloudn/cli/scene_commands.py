@@ -200,6 +200,7 @@ def run_bench_scene(args: argparse.Namespace) -> int:
         threads=args.threads,
         window=args.window,
         overlap=args.overlap,
+        blend=args.blend,
         batch_size=args.batch_size,
         jp2=not args.no_jp2,
     )

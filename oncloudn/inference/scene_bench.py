@@ -200,6 +200,7 @@ def bench_scene(
     threads: int = 2,
     window: int = 1024,
     overlap: int = 128,
+    blend: str = "gaussian",
     batch_size: int = 1,
     jp2: bool = True,
 ) -> dict[str, Any]:
@@ -220,7 +221,12 @@ def bench_scene(
         logger.info("generated %s in %.1f s", scene, generate_s)
     model = _bench_model(work, Path(model_dir) if model_dir else None, backend, threads)
     options = SceneOptions(
-        window=window, overlap=overlap, batch_size=batch_size, resume=False, progress=True
+        window=window,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        resume=False,
+        progress=True,
     )
     out = work / f"mask-{size}.tif"
     summary = run_in_child(_child_predict, str(model), str(scene), str(out), options, threads)
