@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from oncloudn.inference.scene_source import open_scene
 from oncloudn.models.builders import make_threshold_folder
 from oncloudn.runtime.bands import BANDS
 
+REPO = Path(__file__).resolve().parents[2]
 L1C_TILE = "T33UUU_20170216"
 MIN_AGREEMENT = 0.999
 
@@ -279,3 +286,30 @@ def test_bench_scene_runs_on_a_small_scene(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "bench scene: 256 x 256 px" in out and "peak RSS" in out and "stages:" in out
     assert (tmp_path / "mask-256.tif").is_file()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_cli_run_resumes_to_the_same_output(unet: Path, tmp_path: Path) -> None:
+    scene = write_synthetic_scene(tmp_path / "s.tif", 1536, 512, seed=6, pool=2)
+    args = [str(unet), str(scene)]
+    options = ["--window", "256", "--overlap", "32", "--no-progress", "--device", "cpu"]
+    reference = tmp_path / "reference.tif"
+    assert main(["predict-scene", *args, str(reference), *options]) == 0
+    out = tmp_path / "mask.tif"
+    progress = tmp_path / ".mask.tif.partial" / "progress.json"
+    command = [sys.executable, "-m", "oncloudn.cli.main", "predict-scene", *args, str(out)]
+    child = subprocess.Popen([*command, *options], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and child.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["rows_done"] >= 2:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not out.exists()
+    assert (
+        main(["predict-scene", *args, str(out), *options, "--json", str(tmp_path / "s.json")]) == 0
+    )
+    assert json.loads((tmp_path / "s.json").read_text())["rows_resumed"] >= 2
+    np.testing.assert_array_equal(read_mask(out)[0], read_mask(reference)[0])
