@@ -21,6 +21,7 @@ from oncloudn.cli.main import main
 from oncloudn.data.scene_raster import write_synthetic_scene
 from oncloudn.errors import ConfigError, DataError
 from oncloudn.inference import scene_predict
+from oncloudn.inference.scene_bench import jp2_bands
 from oncloudn.inference.scene_predict import SceneOptions, predict_scene
 from oncloudn.inference.scene_source import open_scene
 from oncloudn.models.builders import make_threshold_folder
@@ -313,3 +314,19 @@ def test_a_sigkilled_cli_run_resumes_to_the_same_output(unet: Path, tmp_path: Pa
     )
     assert json.loads((tmp_path / "s.json").read_text())["rows_resumed"] >= 2
     np.testing.assert_array_equal(read_mask(out)[0], read_mask(reference)[0])
+
+
+def test_jp2_band_files_give_the_same_mask_as_the_geotiff(tmp_path: Path) -> None:
+    scene = write_synthetic_scene(tmp_path / "s.tif", 200, 300, seed=7, pool=1)
+    folder = jp2_bands(scene, tmp_path / "IMG_DATA" / "R10m")
+    if folder is None:
+        pytest.skip("GDAL has no JPEG 2000 driver here")
+    assert sorted(p.name for p in folder.iterdir())[0] == "T00XXX_B02_10m.jp2"
+    model = make_threshold_folder(tmp_path / "thr")
+    options = SceneOptions(window=128, overlap=32, progress=False)
+    predict_scene(model, folder, tmp_path / "from-jp2.tif", options, device="cpu")
+    predict_scene(model, scene, tmp_path / "from-tif.tif", options, device="cpu")
+    from_jp2, profile = read_mask(tmp_path / "from-jp2.tif")
+    np.testing.assert_array_equal(from_jp2, read_mask(tmp_path / "from-tif.tif")[0])
+    with rasterio.open(scene) as src:
+        assert profile["crs"] == src.crs and profile["transform"] == src.transform
