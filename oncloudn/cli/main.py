@@ -22,6 +22,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.distill_commands",
     "oncloudn.cli.nnunet_commands",
     "oncloudn.cli.predict_commands",
+    "oncloudn.cli.scene_commands",
     "oncloudn.cli.teacher_commands",
     "oncloudn.cli.models_commands",
     "oncloudn.cli.submission_commands",
