@@ -36,6 +36,7 @@ from oncloudn.runtime.manifest import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
     Manifest,
+    path_inside,
     read_manifest,
     write_manifest,
 )
@@ -165,29 +166,77 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
         raise ConfigError(str(error)) from None
 
 
+def manifest_path(folder: str | os.PathLike, name: Any, field_name: str) -> Path:
+    """``name``, a path the manifest of ``folder`` names, checked to lie inside the folder.
+
+    Symbolic links are resolved, so a link out of the folder is refused like ``../x``.
+
+    Returns:
+        The path relative to the folder, as the manifest names it.
+
+    Raises:
+        ConfigError: An absolute path, or one that resolves outside the folder; the message
+            names the manifest field.
+    """
+    try:
+        path_inside(str(folder), name, field_name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return Path(name)
+
+
+def check_model_paths(folder: str | os.PathLike, manifest: Manifest | None = None) -> None:
+    """Check that every path a model folder's manifest names lies inside it, members included.
+
+    Weights, the files its kind declares and member folders are checked before any of them
+    is read (a missing file is left to the loader to report).
+
+    Raises:
+        ConfigError: A path that leaves its folder; the message names the field.
+    """
+    folder = Path(folder)
+    manifest = manifest or read_model_manifest(folder)
+    if manifest.weights:
+        manifest_path(folder, manifest.weights, "weights")
+    for name in kind_files(folder, manifest.kind, manifest.options):
+        manifest_path(folder, str(name), f"{manifest.kind} file {name}")
+    for index, member in enumerate(manifest.members):
+        relative = manifest_path(folder, member.get("path"), f"members[{index}].path")
+        if (folder / relative / MANIFEST_NAME).is_file():
+            check_model_paths(folder / relative)
+
+
 def model_files(folder: Path, manifest: Manifest | None = None) -> list[Path]:
     """The files that make up a model folder (relative paths), members included.
 
     Only the manifest, its weights, ``config.yaml``, ``metrics.json`` and the files its kind
     declares (``oncloudn.models.kinds.EXTRA_MODEL_FILES``, e.g. a copied nnU-Net trained model)
-    count: logs and training checkpoints lying beside them are not part of the model.
+    count: logs and training checkpoints lying beside them are not part of the model. Every
+    path must resolve inside its folder (symbolic links too), so copying and ``pack`` never
+    read or write outside it.
+
+    Raises:
+        FileNotFoundError: A member folder without a manifest.
+        ConfigError: A path that leaves its folder (the message names the field), or a
+            missing weights file.
     """
     folder = Path(folder)
     manifest = manifest or read_model_manifest(folder)
-    names = [Path(name) for name in MODEL_FILES if (folder / name).is_file()]
+    names = [manifest_path(folder, name, name) for name in MODEL_FILES if (folder / name).is_file()]
     if manifest.weights:
-        if not (folder / manifest.weights).is_file():
+        weights = manifest_path(folder, manifest.weights, "weights")
+        if not (folder / weights).is_file():
             raise ConfigError(
                 f"model folder {folder}: weights file {manifest.weights} named in the manifest "
                 "is missing"
             )
-        names.append(Path(manifest.weights))
-    names += [
-        name for name in kind_files(folder, manifest.kind, manifest.options) if name not in names
-    ]
-    for member in manifest.members:
-        member_dir = folder / member["path"]
-        names += [Path(member["path"]) / name for name in model_files(member_dir)]
+        names.append(weights)
+    for name in kind_files(folder, manifest.kind, manifest.options):
+        if name not in names:
+            names.append(manifest_path(folder, str(name), f"{manifest.kind} file {name}"))
+    for index, member in enumerate(manifest.members):
+        relative = manifest_path(folder, member.get("path"), f"members[{index}].path")
+        names += [relative / name for name in model_files(folder / relative)]
     return names
 
 

@@ -25,7 +25,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from oncloudn.errors import ConfigError
 from oncloudn.runtime.loader import registered_kinds
+from oncloudn.runtime.manifest import path_inside
 
 LIBRARY_KIND_MODULES = (
     "oncloudn.models.onnx_model",  # kind "onnx": ONNX Runtime sessions (e.g. ukis-csmask)
@@ -47,10 +49,21 @@ PARAMETER_COUNTERS: dict[str, ParameterCounter] = {"onnx": _count_onnx}
 
 
 def _nnunet_files(folder: Path, options: Mapping[str, Any]) -> list[Path]:
-    """Every file of a copied nnU-Net trained model (``options.trained_model`` inside it)."""
+    """Every file of a copied nnU-Net trained model (``options.trained_model`` inside it).
+
+    An absolute ``trained_model`` references a folder outside (``nnunet import --reference``)
+    and lists nothing; a relative one must stay inside the model folder.
+
+    Raises:
+        ConfigError: A relative ``trained_model`` that resolves outside the folder.
+    """
     trained = options.get("trained_model")
-    if not trained or Path(trained).is_absolute() or ".." in Path(trained).parts:
+    if not trained or Path(trained).is_absolute():
         return []  # a referenced trained model lives outside the folder
+    try:
+        path_inside(str(folder), trained, "options.trained_model")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     root = Path(folder) / trained
     return sorted(p.relative_to(folder) for p in root.rglob("*") if p.is_file())
 

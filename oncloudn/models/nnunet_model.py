@@ -42,7 +42,7 @@ from oncloudn.models.nnunet_network import (
 )
 from oncloudn.runtime import loader
 from oncloudn.runtime.bands import BANDS
-from oncloudn.runtime.manifest import MANIFEST_NAME, Manifest
+from oncloudn.runtime.manifest import MANIFEST_NAME, Manifest, path_inside
 from oncloudn.runtime.models import PredictableModel
 
 logger = logging.getLogger(__name__)
@@ -165,6 +165,11 @@ def load_nnunet(folder: str, manifest: Manifest, device: str) -> NnunetModel:
     """``kind: nnunet``: the trained-model folder named in the manifest's options."""
     options = _options(manifest)
     path = Path(folder) / options["trained_model"]  # an absolute path stays absolute
+    if not Path(options["trained_model"]).is_absolute():  # a copy must stay inside
+        try:
+            path_inside(folder, options["trained_model"], "options.trained_model")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     folds = [str(fold) for fold in options["folds"]]
     trained = read_trained_model(path, folds, options["checkpoint"])
     model = NnunetModel(

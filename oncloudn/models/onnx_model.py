@@ -39,7 +39,7 @@ import torch
 from oncloudn.errors import ConfigError
 from oncloudn.models.tiling import predict_tiled
 from oncloudn.runtime import loader
-from oncloudn.runtime.manifest import Manifest
+from oncloudn.runtime.manifest import Manifest, path_inside
 from oncloudn.runtime.models import PredictableModel
 from oncloudn.runtime.normalize import normalize_input
 
@@ -249,7 +249,10 @@ def load_onnx(folder: str, manifest: Manifest, device: str = "cpu") -> OnnxModel
     source = os.path.join(folder, "manifest.json")
     if not manifest.weights:
         raise ConfigError(f"{source}: an 'onnx' manifest must name its .onnx file in 'weights'")
-    path = os.path.join(folder, manifest.weights)
+    try:
+        path = path_inside(folder, manifest.weights, "weights")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder}: ONNX file {path} named in the manifest is missing")
     options = OnnxOptions.from_manifest(manifest, source)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .manifest import Manifest, read_manifest
+from .manifest import Manifest, path_inside, read_manifest
 from .models import CloudModel, EnsembleModel, ThresholdModel
 from .tta import TTA_MERGES, resolve_views
 
@@ -203,7 +203,7 @@ def _load_network(folder: str, manifest: Manifest, device: str) -> CloudModel:
         raise ValueError(
             f"{folder}: a 'network' manifest must name its weights file (e.g. weights.pt)"
         )
-    path = os.path.join(folder, manifest.weights)
+    path = path_inside(folder, manifest.weights, "weights")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{folder}: weights file {path} named in the manifest is missing")
     state_dict = torch.load(path, map_location=device)
@@ -223,10 +223,11 @@ def _load_ensemble(folder: str, manifest: Manifest, device: str) -> EnsembleMode
         )
     members = []
     weights = []
-    for entry in manifest.members:
-        if "path" not in entry:
+    for index, entry in enumerate(manifest.members):
+        if not isinstance(entry, dict) or "path" not in entry:
             raise ValueError(f"{folder}: ensemble member {entry} has no 'path'")
-        members.append(load_model(os.path.join(folder, entry["path"]), device))
+        path = path_inside(folder, entry["path"], f"members[{index}].path")
+        members.append(load_model(path, device))
         weights.append(float(entry.get("weight", 1.0)))
     return EnsembleModel(members, weights, manifest.bands, manifest)
 

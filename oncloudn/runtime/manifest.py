@@ -187,6 +187,39 @@ def _sub_spec(spec_cls, value, source):
     return spec_cls(**value)
 
 
+def path_inside(folder: str, name: Any, field_name: str) -> str:
+    """The real path of ``name``, a path a manifest names, checked to lie inside ``folder``.
+
+    Symbolic links are resolved on both sides, so a link that points out of the folder is
+    refused like ``../x`` or an absolute path.
+
+    Args:
+        folder: The model folder.
+        name: The path as the manifest names it (relative to the folder).
+        field_name: The manifest field, for the message (e.g. ``weights``, ``members[1].path``).
+
+    Raises:
+        ValueError: ``name`` is not a non-empty relative path, or it resolves outside the
+            folder.
+    """
+    source = os.path.join(str(folder), MANIFEST_NAME)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: {field_name} must be a relative path, got {name!r}")
+    if os.path.isabs(name):
+        raise ValueError(
+            f"{source}: {field_name} {name!r} is an absolute path; a manifest names files "
+            "inside its model folder (copy the file into the folder and name it relative to it)"
+        )
+    root = os.path.realpath(str(folder))
+    real = os.path.realpath(os.path.join(root, name))
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"{source}: {field_name} {name!r} resolves to {real}, outside the model folder "
+            f"{root}; a manifest may only name files inside its folder (copy the file in)"
+        )
+    return real
+
+
 def read_manifest(folder: str) -> Manifest:
     """Read ``<folder>/manifest.json``.
 

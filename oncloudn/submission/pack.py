@@ -34,7 +34,13 @@ from oncloudn.errors import ConfigError, SubmissionError
 from oncloudn.hashing import sha256_file
 from oncloudn.models.builders import make_ensemble_folder
 from oncloudn.models.describe import describe_model_folder
-from oncloudn.models.folder import copy_model_folder, model_files, read_model_manifest
+from oncloudn.models.folder import (
+    check_model_paths,
+    copy_model_folder,
+    manifest_path,
+    model_files,
+    read_model_manifest,
+)
 from oncloudn.models.kinds import register_library_kinds
 from oncloudn.runtime import loader
 from oncloudn.runtime.atomic import atomic_path
@@ -208,8 +214,9 @@ def runtime_problems(
     if problem is None and manifest.kind == "network":
         problem = _network_problem(folder, manifest, allow_unverified)
     problems = [problem] if problem else []
-    for member in manifest.members:
-        problems += runtime_problems(folder / member["path"], allow_unverified=allow_unverified)
+    for index, member in enumerate(manifest.members):
+        member_dir = folder / manifest_path(folder, member.get("path"), f"members[{index}].path")
+        problems += runtime_problems(member_dir, allow_unverified=allow_unverified)
     return problems
 
 
@@ -339,6 +346,7 @@ def pack_submission(
         raise SubmissionError(f"{out_zip}: the submission must be a .zip file")
     problems = []
     for model_dir in model_dirs:
+        check_model_paths(model_dir)  # every path a manifest names stays inside its folder
         problems += runtime_problems(Path(model_dir), allow_unverified=allow_unverified)
     if problems:
         raise SubmissionError("cannot pack: " + "; ".join(problems))
