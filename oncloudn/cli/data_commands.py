@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from oncloudn.cli.arg_types import non_negative_int, positive_int
+
 SAMPLE_EPILOG = """\
 examples:
   oncloudn sample-data data/sample
@@ -43,8 +45,12 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="dataset root to create")
-    parser.add_argument("--chips", type=int, default=24, help="training chips (default 24)")
-    parser.add_argument("--test-chips", type=int, default=8, help="test chips (default 8)")
+    parser.add_argument(
+        "--chips", type=positive_int, default=24, help="training chips (default 24)"
+    )
+    parser.add_argument(
+        "--test-chips", type=non_negative_int, default=8, help="test chips (default 8)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--size", type=int, default=512, help="chip height and width in pixels (default 512)"
@@ -87,7 +93,10 @@ def _register_check(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     parser.add_argument(
-        "--max-chips", type=int, metavar="N", help="read only the first N chips (default all)"
+        "--max-chips",
+        type=positive_int,
+        metavar="N",
+        help="read only the first N chips (default all)",
     )
     parser.set_defaults(func=_run_check)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from oncloudn.cli.arg_types import non_negative_int, positive_int, uint8_value
+
 SCORE_EPILOG = """\
 The score is the competition's: Jaccard over all pixels of all chips pooled (sum of
 intersections / sum of unions); any nonzero label pixel is cloud unless --ignore-value is
@@ -58,21 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     score.add_argument(
         "--ignore-value",
-        type=int,
+        type=uint8_value,
         metavar="V",
         help="leave label pixels equal to V (e.g. 255) out of the score (off by default, as "
         "in the competition)",
     )
     score.add_argument(
         "--bootstrap",
-        type=int,
+        type=non_negative_int,
         default=1000,
         metavar="N",
         help="chip resamples of the 95%% interval; 0 disables it (default: 1000)",
     )
     score.add_argument("--seed", type=int, default=0, help="seed of the interval (default: 0)")
     score.add_argument(
-        "--worst", type=int, default=10, metavar="K", help="list the K worst chips (default: 10)"
+        "--worst",
+        type=non_negative_int,
+        default=10,
+        metavar="K",
+        help="list the K worst chips (default: 10)",
     )
     score.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON")
     score.add_argument(
@@ -97,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="show the competition's published private-leaderboard scores beside",
     )
-    board.add_argument("--limit", type=int, metavar="N", help="show only the best N runs")
+    board.add_argument("--limit", type=positive_int, metavar="N", help="show only the best N runs")
     board.set_defaults(func=run_leaderboard)
 
 

@@ -7,6 +7,7 @@ import functools
 import time
 from pathlib import Path
 
+from oncloudn.cli.arg_types import positive_float
 from oncloudn.errors import SubmissionError
 
 PACK_EPILOG = """\
@@ -168,7 +169,7 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="leaderboard name of the run (default: the model's)")
     parser.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_float,
         default=4 * 3600,
         metavar="S",
         help="seconds main.py may run (default: 14400, the runtime's 4 hours)",

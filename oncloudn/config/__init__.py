@@ -19,6 +19,7 @@ from oncloudn.config.loader import (
     load_config,
     save_config,
 )
+from oncloudn.config.ranges import check_ranges
 from oncloudn.config.schema import (
     AugmentConfig,
     AugmentStep,
@@ -52,6 +53,7 @@ __all__ = [
     "TrainerConfig",
     "apply_override",
     "check_distill_config",
+    "check_ranges",
     "config_from_dict",
     "config_to_dict",
     "load_config",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from oncloudn.config.ranges import check_ranges
 from oncloudn.config.schema import TrainConfig
 from oncloudn.errors import ConfigError
 from oncloudn.runtime.atomic import atomic_write_text
@@ -122,7 +123,8 @@ def config_from_dict(
         source: Name used in error messages (e.g. the file path).
 
     Raises:
-        ConfigError: Unknown keys (the message lists the valid ones) or wrongly typed values.
+        ConfigError: Unknown keys (the message lists the valid ones), wrongly typed values
+            or values out of range (``ranges.py``).
     """
     data = data or {}
     if not isinstance(data, dict):
@@ -130,9 +132,11 @@ def config_from_dict(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
         )
     try:
-        return _build(cls, data, "")
+        config = _build(cls, data, "")
+        check_ranges(config)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    return config
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

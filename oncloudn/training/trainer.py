@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from oncloudn.config import TrainConfig
+from oncloudn.config.ranges import check_ranges
 from oncloudn.errors import ConfigError
 from oncloudn.training import data as tdata
 from oncloudn.training.build import FoldRun, build_fold, fold_dir
@@ -300,7 +301,11 @@ def train(
 
     Returns:
         The run's result (one :class:`FoldResult` per trained fold).
+
+    Raises:
+        ConfigError: A value out of range (e.g. ``trainer.batch_size=0``).
     """
+    check_ranges(config)  # a config built in Python skips the loader's check
     if config.trainer.cpu_threads is not None:
         torch.set_num_threads(max(1, config.trainer.cpu_threads))
     ctx = init_distributed(config.trainer.device)
