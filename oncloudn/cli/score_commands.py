@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 from oncloudn.cli.arg_types import non_negative_int, positive_int, uint8_value
+from oncloudn.errors import DataError
 
 SCORE_EPILOG = """\
 The score is the competition's: Jaccard over all pixels of all chips pooled (sum of
@@ -101,7 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument(
         "--reference",
         action="store_true",
-        help="show the competition's published private-leaderboard scores beside",
+        help="also list the competition's published private-leaderboard scores (1st-3rd "
+        "place, benchmark, thresholding) beside the local runs",
     )
     board.add_argument("--limit", type=positive_int, metavar="N", help="show only the best N runs")
     board.set_defaults(func=run_leaderboard)
@@ -133,7 +138,8 @@ def run_score(args: argparse.Namespace) -> int:
         if args.name:
             info["name"] = args.name
         db_path = args.db or default_db_path()
-        run_id = record_run(db_path, report, info)
+        with database_errors(db_path):
+            run_id = record_run(db_path, report, info)
         print(f"\nrecorded as run #{run_id} in {db_path}")
     return 0
 
@@ -144,7 +150,8 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     from oncloudn.scoring.leaderboard import default_db_path, leaderboard
 
     db_path = args.db or default_db_path()
-    runs = leaderboard(db_path, limit=args.limit)
+    with database_errors(db_path):
+        runs = leaderboard(db_path, limit=args.limit)
     if runs.empty and not args.reference:
         print(f"no runs recorded in {db_path} yet; add one with `oncloudn score ... --record`")
         return 0
@@ -161,7 +168,7 @@ def _format_board(runs: pd.DataFrame, with_reference: bool) -> str:
             "rank": str(run.rank),
             "jaccard": run.jaccard,
             "95% CI": _interval(run.ci_low, run.ci_high),
-            "name": run.name,
+            "name": one_line(run.name),
             "source": "local",
             "chips": str(run.n_chips),
             "chips/s": "" if pd.isna(run.chips_per_s) else f"{run.chips_per_s:.2f}",
@@ -197,6 +204,30 @@ def _format_board(runs: pd.DataFrame, with_reference: bool) -> str:
         width = int(table[column].str.len().max())
         left[column] = lambda value, width=width: f"{value:<{width}}"
     return table.to_string(index=False, formatters=left, justify="left")
+
+
+@contextmanager
+def database_errors(db_path: Path) -> Iterator[None]:
+    """Turn SQLite's errors about ``db_path`` into one line naming the file.
+
+    Raises:
+        DataError: The file is not a SQLite database (or SQLite cannot use it).
+    """
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        raise DataError(
+            f"{db_path} is not a usable leaderboard database ({error}); pass another --db, or "
+            "move the file away to start a new leaderboard"
+        ) from None
+
+
+def one_line(text: object) -> str:
+    """``text`` with line breaks and other control characters escaped, for a table row."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in str(text)
+    )
 
 
 def _interval(low: float | None, high: float | None) -> str:

@@ -65,6 +65,55 @@ class DatasetPaths:
         return self.labels_dir / f"{chip_id}.tif"
 
 
+def _holds_bands(folder: Path) -> bool:
+    return any((folder / f"{band}.tif").is_file() for band in BANDS)
+
+
+def _looks_like_features(folder: Path) -> bool:
+    subfolders = (p for p in sorted(folder.iterdir())[:50] if p.is_dir())
+    return folder.name.endswith("_features") or any(_holds_bands(p) for p in subfolders)
+
+
+def root_problem(paths: DatasetPaths) -> str | None:
+    """What is wrong with a split's dataset root, in one line (``None`` when usable).
+
+    Says what was found (nothing, a file, a features folder, a chip folder, other folders)
+    and what is expected.
+    """
+    root, features = paths.root, paths.features_dir
+    expected = f"expected a dataset root holding {features.name}/<chip_id>/B02.tif ..."
+    if not root.exists():
+        return f"dataset root {root} does not exist; {expected}"
+    if not root.is_dir():
+        return f"dataset root {root} is a file, not a folder; {expected}"
+    if features.is_dir():
+        return None
+    if features.exists():
+        return f"{features} is a file, not a folder; {expected}"
+    if _holds_bands(root):
+        return (
+            f"{root} looks like a chip folder (it holds band files); {expected} "
+            f"(e.g. {root.parent.parent})"
+        )
+    if _looks_like_features(root):
+        return (
+            f"{root} looks like a features folder (its sub-folders hold band files), not a "
+            f"dataset root; pass the folder above it ({root.parent}) whose {features.name} "
+            "holds the chips"
+        )
+    found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))[:5]
+    return (
+        f"{root} has no {features.name} folder (found: {', '.join(found) or 'nothing'}); {expected}"
+    )
+
+
+def check_root(paths: DatasetPaths) -> None:
+    """Raise :class:`DataError` with :func:`root_problem`'s line for an unusable root."""
+    problem = root_problem(paths)
+    if problem:
+        raise DataError(problem)
+
+
 def read_str_csv(path: Path, name: str) -> pd.DataFrame:
     """Read a CSV with every column as ``str`` and no NA guessing (ids like ``0000`` stay).
 

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio.errors
 from tqdm import tqdm
 
-from oncloudn.data.chips import DatasetPaths, read_chip, read_metadata
+from oncloudn.data.chips import DatasetPaths, check_root, read_chip, read_metadata
 from oncloudn.errors import ChipError, DataError
 from oncloudn.runtime.bands import CHIP_SIZE, IGNORE_VALUE
 from oncloudn.runtime.chipio import list_chip_ids
@@ -147,16 +147,17 @@ def check_dataset(root: Path, split: str = "train", max_chips: int | None = None
             all. Layout and CSV checks always cover every chip.
 
     Returns:
-        The report; structural problems are listed in it, not raised.
+        The report; structural problems of chips and CSV are listed in it, not raised.
+
+    Raises:
+        DataError: The root is not a dataset root (missing, a file, a features folder...:
+            the message says what was found and what is expected), or ``max_chips < 1``.
     """
     paths = DatasetPaths(Path(root), split)
+    check_root(paths)
+    if max_chips is not None and max_chips < 1:
+        raise DataError(f"max_chips must be >= 1 (or None for every chip), got {max_chips}")
     report = DataReport(root=str(paths.root), split=split)
-    if not paths.features_dir.is_dir():
-        report.errors.append(
-            f"features folder {paths.features_dir} does not exist; expected "
-            f"ROOT/{split}_features/<chip_id>/B02.tif ..."
-        )
-        return report
     chip_ids = list_chip_ids(str(paths.features_dir))
     report.n_chips = len(chip_ids)
     if not chip_ids:
@@ -165,12 +166,11 @@ def check_dataset(root: Path, split: str = "train", max_chips: int | None = None
     report.locations = dict(sorted(Counter(locations.values()).items()))
     with_labels = paths.labels_dir.is_dir()
     if not with_labels:
-        message = f"labels folder {paths.labels_dir} does not exist"
-        if split == "train":
-            report.errors.append(message + "; training needs ROOT/train_labels/<chip_id>.tif")
-        else:
-            report.notes.append(message + " (unlabelled split: no label statistics)")
-    selected = chip_ids if max_chips is None else chip_ids[: max(max_chips, 0)]
+        report.notes.append(
+            f"labels folder {paths.labels_dir} does not exist: an unlabelled split, no label "
+            "statistics (it serves distillation and prediction; `train` needs labels)"
+        )
+    selected = chip_ids if max_chips is None else chip_ids[:max_chips]
     _check_chips(paths, selected, with_labels, report)
     logger.info(
         "checked %d/%d chips of %s: %d structural error(s), %d suspicious label(s)",

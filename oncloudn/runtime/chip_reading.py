@@ -14,7 +14,6 @@ import numpy as np
 
 from .bands import BANDS, CHIP_SIZE
 from .chipio import nodata_mask, read_bands
-from .errors import ChipFormatError
 from .threshold import THRESHOLD_BANDS, threshold_cloud_score
 
 LOGGER = logging.getLogger(__name__)
@@ -30,21 +29,17 @@ def load_chip(
     """
     chip_dir = os.path.join(features_dir, chip_id)
     try:
-        raw, profile = read_bands(chip_dir, bands, with_profile=True)
-        if chip_size is not None and raw.shape[-2:] != (chip_size, chip_size):
-            raise ChipFormatError(
-                chip_id,
-                chip_dir,
-                f"bands have shape {raw.shape[-2:]}, expected ({chip_size}, {chip_size})",
-            )
+        # The declared size is checked before reading: a header claiming 20,000 x 20,000
+        # pixels costs nothing.
+        raw, profile = read_bands(chip_dir, bands, with_profile=True, size=chip_size)
     except Exception as error:  # noqa: BLE001 - one chip must never stop the run
         return error
     return raw, profile
 
 
-def _read_band_quietly(chip_dir: str, band: str) -> Optional[np.ndarray]:
+def _read_band_quietly(chip_dir: str, band: str, size: Optional[int]) -> Optional[np.ndarray]:
     try:
-        return read_bands(chip_dir, [band])[0]
+        return read_bands(chip_dir, [band], size=size)[0]
     except Exception:  # noqa: BLE001 - any unreadable band is simply absent
         return None
 
@@ -62,7 +57,7 @@ def fallback_mask(chip_dir: str, chip_size: Optional[int] = CHIP_SIZE) -> np.nda
         chip_dir: The chip's folder.
         chip_size: The side every mask must have (``main.py``: 512), or ``None`` for any.
     """
-    arrays = {band: _read_band_quietly(chip_dir, band) for band in THRESHOLD_BANDS}
+    arrays = {band: _read_band_quietly(chip_dir, band, chip_size) for band in THRESHOLD_BANDS}
     shapes = {array.shape for array in arrays.values() if array is not None}
     if chip_size is not None:
         shapes &= {(chip_size, chip_size)}
@@ -81,10 +76,11 @@ def fallback_mask(chip_dir: str, chip_size: Optional[int] = CHIP_SIZE) -> np.nda
     return mask.astype(np.uint8)
 
 
-def profile_quietly(chip_dir: str) -> Optional[dict]:
+def profile_quietly(chip_dir: str, chip_size: Optional[int] = None) -> Optional[dict]:
+    """The georeference of the first band that reads (of side ``chip_size`` when given)."""
     for band in BANDS:
         try:
-            return read_bands(chip_dir, [band], with_profile=True)[1]
+            return read_bands(chip_dir, [band], with_profile=True, size=chip_size)[1]
         except Exception:  # noqa: BLE001 - any readable band will do
             continue
     return None

@@ -228,6 +228,19 @@ def read_manifest(folder: str) -> Manifest:
         ValueError: The manifest is not valid JSON or has unknown keys.
     """
     path = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.exists(folder):
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} does not exist; expected a folder holding "
+            f"{MANIFEST_NAME} and its weights"
+        )
+    if os.path.isfile(folder):
+        name = os.path.basename(str(folder))
+        hint = (
+            f"pass the folder that holds it ({os.path.dirname(str(folder)) or '.'})"
+            if name == MANIFEST_NAME
+            else "expected a model folder holding manifest.json"
+        )
+        raise FileNotFoundError(f"{str(folder)!r} is a file, not a model folder; {hint}")
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{str(folder)!r} is not a model folder: {MANIFEST_NAME} is missing (create one "

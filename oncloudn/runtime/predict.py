@@ -161,7 +161,8 @@ class _Run:
             self.failed[chip_id] = reason
         self.n_fallback += 1
         chip_dir = os.path.join(self.features_dir, chip_id)
-        self.write(chip_id, fallback_mask(chip_dir, self.chip_size), profile_quietly(chip_dir))
+        profile = profile_quietly(chip_dir, self.chip_size)
+        self.write(chip_id, fallback_mask(chip_dir, self.chip_size), profile)
 
 
 def _admit(run: _Run, chip_id: str, loaded):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from oncloudn.data.chips import UNKNOWN_LOCATION, read_metadata
 from oncloudn.errors import DataError
+from oncloudn.runtime.folders import folder_problem
 from oncloudn.scoring.checks import assert_valid_predictions, read_with_tifffile
 from oncloudn.scoring.metric import (
     ChipCounts,
@@ -302,8 +303,11 @@ def label_chip_ids(label_dir: str | Path) -> list[str]:
         DataError: It holds no label.
     """
     label_dir = Path(label_dir)
-    if not label_dir.is_dir():
-        raise FileNotFoundError(f"labels folder {label_dir} does not exist")
+    problem = folder_problem(
+        label_dir, "labels folder", "expected a folder of <chip_id>.tif labels"
+    )
+    if problem:
+        raise FileNotFoundError(problem)
     chip_ids = sorted(
         path.stem
         for path in label_dir.glob("*.tif")
@@ -390,6 +394,11 @@ def score_folders(
     if n_bootstrap < 0:
         raise DataError(f"n_bootstrap must be >= 0 (0 disables the interval), got {n_bootstrap}")
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    problem = folder_problem(
+        pred_dir, "predictions folder", "expected a folder of <chip_id>.tif predictions"
+    )
+    if problem:
+        raise FileNotFoundError(problem)
     chip_ids = label_chip_ids(label_dir)
     if checked_chip_ids is None or set(checked_chip_ids) != set(chip_ids):
         assert_valid_predictions(pred_dir, chip_ids, progress=progress)

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from oncloudn.config import TrainConfig
-from oncloudn.data.chips import DatasetPaths, list_chips
+from oncloudn.data.chips import DatasetPaths, check_root, list_chips
 from oncloudn.data.dataset import CloudDataset
 from oncloudn.data.folds import assign_folds, folds_for_chips, load_folds, save_folds
 from oncloudn.errors import DataError
@@ -89,8 +89,17 @@ class RootChips:
         self.paths = DatasetPaths(config.data.root, config.data.split)
 
     def chips(self) -> pd.DataFrame:
-        """Every chip folder of the split with its location."""
-        return list_chips(self.paths)
+        """Every chip folder of the split with its location.
+
+        Raises:
+            DataError: The root is unusable, or chips lack labels (checked before training
+                starts, not mid-epoch).
+        """
+        check_root(self.paths)
+        chips = list_chips(self.paths)
+        excluded = read_exclude_lists(self.config.data.exclude_lists)
+        check_labelled(self.paths, [c for c in chips["chip_id"] if c not in excluded])
+        return chips
 
     def dataset(self, chip_ids: list[str], training: bool) -> CloudDataset:
         """A labelled raw-DN dataset over ``chip_ids`` (the same for training and validation)."""
@@ -103,6 +112,27 @@ class RootChips:
     def metric_notes(self, chip_ids: list[str]) -> dict[str, Any]:
         """Nothing: validation is always against the labels."""
         return {}
+
+
+def check_labelled(paths: DatasetPaths, chip_ids: list[str]) -> None:
+    """Refuse to train on chips without labels, before anything runs.
+
+    Raises:
+        DataError: The labels folder is absent or some chips have no label file.
+    """
+    if not paths.labels_dir.is_dir():
+        raise DataError(
+            f"{paths.root} split {paths.split} is unlabelled ({paths.labels_dir} does not "
+            f"exist): `train` needs labels; distil from a teacher instead (`oncloudn distill`, "
+            "which trains on unlabelled chips) or point data.root at a labelled root"
+        )
+    missing = [c for c in chip_ids if not paths.label_path(c).is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(chip_ids)} chips of {paths.root} split {paths.split} have "
+            f"no label in {paths.labels_dir}, e.g. {missing[:5]}; add their labels or list "
+            "them in data.exclude_lists"
+        )
 
 
 def prepare_folds(

@@ -12,6 +12,7 @@ import pytest
 from oncloudn.cli.main import main
 from oncloudn.data.sample import read_sample_info
 from oncloudn.data.validate import check_dataset
+from oncloudn.errors import DataError
 
 
 def _copy(root: Path, tmp_path: Path) -> Path:
@@ -74,8 +75,8 @@ def test_csv_problems(clean_root: Path, tmp_path: Path) -> None:
 
 
 def test_missing_features_folder(tmp_path: Path) -> None:
-    report = check_dataset(tmp_path)
-    assert report.has_structural_errors and "train_features" in report.errors[0]
+    with pytest.raises(DataError, match=r"has no train_features folder \(found: nothing\)"):
+        check_dataset(tmp_path)
 
 
 def test_noisy_labels_are_flagged(sample_root: Path) -> None:
