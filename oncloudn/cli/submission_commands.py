@@ -78,6 +78,23 @@ examples:
   oncloudn runtime-env show"""
 
 
+INSTALL_EPILOG = """\
+examples:
+  oncloudn runtime-env install
+  oncloudn runtime-env install --fresh
+  oncloudn runtime-env install --target /opt/runtime-smp"""
+
+INSTALL_PYTHON_EPILOG = """\
+examples:
+  oncloudn runtime-env install-python
+  oncloudn runtime-env install-python --if-available    # no Python 3.9: say so, exit 0
+  oncloudn runtime-env install-python --base ~/.pyenv/versions/3.9.18/bin/python"""
+
+SHOW_EPILOG = """\
+examples:
+  oncloudn runtime-env show"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``pack``, ``run-local`` and ``runtime-env`` sub-commands."""
     _register_pack(subparsers)
@@ -94,7 +111,14 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:
         epilog=PACK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model_dirs", type=Path, nargs="+", metavar="MODEL_DIR")
+    parser.add_argument(
+        "model_dirs",
+        type=Path,
+        nargs="+",
+        metavar="MODEL_DIR",
+        help="a model folder (manifest.json + weights, e.g. runs/unet/fold_0); two or more "
+        "become an ensemble",
+    )
     parser.add_argument("out_zip", type=Path, metavar="OUT_ZIP", help="e.g. submission.zip")
     parser.add_argument("--force", action="store_true", help="overwrite an existing zip")
     parser.add_argument(
@@ -271,6 +295,8 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
         description="pip install --no-deps --target DIR the runtime's smp 0.2.1, timm 0.4.12, "
         "pretrainedmodels 0.7.4, efficientnet-pytorch 0.6.3, munch and six, then smoke-test "
         "them beside this interpreter's torch.",
+        epilog=INSTALL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     install.add_argument(
         "--target", type=Path, help="folder (default: <repo>/.runtime-smp or ~/.oncloudn/...)"
@@ -283,6 +309,8 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
         description="Create a virtual environment with Python 3.9 and the runtime's versions "
         "(torch 1.8.0, numpy 1.20.3, scipy 1.7.1, rasterio 1.2.6, smp 0.2.1, ...; CPU). "
         "run-local uses it when it exists (or $ONCLOUDN_RUNTIME_PYTHON).",
+        epilog=INSTALL_PYTHON_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     install_python.add_argument(
         "--target",
@@ -299,7 +327,14 @@ def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:
         help="where no Python 3.9 exists, say so and exit 0 (the runtime-Python tests skip)",
     )
     install_python.set_defaults(func=run_runtime_env_install_python)
-    show = actions.add_parser("show", help="where the runtime smp and Python are")
+    show = actions.add_parser(
+        "show",
+        help="where the runtime smp and Python are",
+        description="Print the runtime Python that run-local uses and the runtime smp's "
+        "folder and versions; exit status 1 when the smp is not installed.",
+        epilog=SHOW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     show.set_defaults(func=run_runtime_env_show)
 
 
