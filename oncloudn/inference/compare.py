@@ -29,6 +29,7 @@ from oncloudn.runtime.bands import CHIP_SIZE
 from oncloudn.runtime.chipio import list_chip_ids
 from oncloudn.runtime.predict import predict_chips
 from oncloudn.runtime.tta import resolve_views
+from oncloudn.runtime.unet import count_parameters as count_module_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ class Comparison:
 
 
 def trainable_parameters(model: Any, folder: Path) -> int | None:
-    """Trainable parameters of a loaded model (members included); the file count otherwise."""
+    """Parameters of a loaded model (members included; not buffers); the file count otherwise."""
     modules = _torch_modules(model)
     if modules:
-        return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+        return sum(count_module_parameters(m) for m in modules)
     return count_parameters(folder)
 
 

@@ -8,33 +8,44 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from oncloudn.models.folder import WEIGHT_SUFFIXES, model_files, read_model_manifest
+from oncloudn.models.folder import (
+    WEIGHT_SUFFIXES,
+    load_model_folder,
+    manifest_path,
+    model_files,
+    read_model_manifest,
+)
 from oncloudn.models.kinds import PARAMETER_COUNTERS
 from oncloudn.runtime.manifest import Manifest
+from oncloudn.runtime.unet import count_parameters as count_parameters_of
 
 
 def count_parameters(folder: str | os.PathLike, manifest: Manifest | None = None) -> int | None:
-    """Number of weight values in a model folder (members included; 0 for rules).
+    """Number of parameters of a model folder (members included; 0 for rules).
 
-    A torch state dict is counted directly; other weights files by their kind's counter
+    A ``network`` is built and counted with the runtime's one counter
+    (:func:`oncloudn.runtime.unet.count_parameters`: weights, not buffers such as batch-norm
+    statistics); other weights files by their kind's counter
     (``oncloudn.models.kinds.PARAMETER_COUNTERS``). ``None`` when a count is unknown.
     """
     folder = Path(folder)
     manifest = manifest or read_model_manifest(folder)
-    total: int | None = 0
-    if manifest.weights and (folder / manifest.weights).is_file():
-        path = folder / manifest.weights
-        if manifest.kind in PARAMETER_COUNTERS:
-            total = PARAMETER_COUNTERS[manifest.kind](path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            total = sum(value.numel() for value in state.values() if torch.is_tensor(value))
-    for member in manifest.members:
-        count = count_parameters(folder / member["path"])
-        total = None if total is None or count is None else total + count
-    return total
+    if manifest.members:
+        counts = [
+            count_parameters(folder / manifest_path(folder, m.get("path"), f"members[{i}].path"))
+            for i, m in enumerate(manifest.members)
+        ]
+        return None if None in counts else sum(counts)
+    if manifest.kind == "threshold":
+        return 0
+    if manifest.kind in PARAMETER_COUNTERS and manifest.weights:
+        return PARAMETER_COUNTERS[manifest.kind](
+            folder / manifest_path(folder, manifest.weights, "weights")
+        )
+    if manifest.kind == "network":
+        model = load_model_folder(folder, "cpu")
+        return count_parameters_of(model)
+    return None
 
 
 def describe_model_folder(folder: str | os.PathLike) -> dict[str, Any]:

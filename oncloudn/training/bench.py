@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from oncloudn.config import TrainConfig
+from oncloudn.runtime.unet import count_parameters
 from oncloudn.training.build import build_model
 from oncloudn.training.distributed import resolve_device
 from oncloudn.training.objective import Batch, Objective, build_objective
@@ -131,6 +132,6 @@ def bench_train(
         steps_per_s=steps / seconds,
         peak_memory_mb=peak,
         memory_kind=kind,
-        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        params=count_parameters(model),
         threads=torch.get_num_threads(),
     )

@@ -120,7 +120,7 @@ def test_ensemble_folder(tmp_path: Path) -> None:
     assert manifest.threshold == pytest.approx(0.5)
     assert not (folder / "member_00" / "last_checkpoint.pt").exists()
     summary = describe_model_folder(folder)
-    n_params = sum(p.numel() for p in net_a.state_dict().values())
+    n_params = sum(p.numel() for p in net_a.parameters())  # parameters, not buffers
     assert summary["params"] == 2 * n_params
     assert [m["kind"] for m in summary["members"]] == ["network", "network"]
     raw = torch.randint(0, 10000, (1, 4, 64, 64)).float()

@@ -190,7 +190,7 @@ def test_ensemble_with_a_network_member(tmp_path: Path) -> None:
     summary = describe_folder(ensemble_dir)
     assert summary["members"][0]["kind"] == "onnx"
     assert summary["params"] == sum(p.numel() for p in _network(1).parameters()) + sum(
-        v.numel() for v in network.state_dict().values()
+        p.numel() for p in network.parameters()
     )
 
 
