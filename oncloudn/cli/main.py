@@ -54,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Log to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
+    """Log to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q`` (rasterio: ``-v``)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # GDAL's messages reach the user inside the errors that name the file (runtime.chipio),
+    # not as log lines: rasterio's own log shows with -v only.
+    logging.getLogger("rasterio").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
