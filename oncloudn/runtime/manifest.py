@@ -230,8 +230,8 @@ def read_manifest(folder: str) -> Manifest:
     path = os.path.join(folder, MANIFEST_NAME)
     if not os.path.exists(folder):
         raise FileNotFoundError(
-            f"model folder {str(folder)!r} does not exist; expected a folder holding "
-            f"{MANIFEST_NAME} and its weights"
+            f"{str(folder)!r} is not a model folder: it does not exist (expected a folder "
+            f"holding {MANIFEST_NAME} and its weights)"
         )
     if os.path.isfile(folder):
         name = os.path.basename(str(folder))
@@ -240,7 +240,7 @@ def read_manifest(folder: str) -> Manifest:
             if name == MANIFEST_NAME
             else "expected a model folder holding manifest.json"
         )
-        raise FileNotFoundError(f"{str(folder)!r} is a file, not a model folder; {hint}")
+        raise FileNotFoundError(f"{str(folder)!r} is not a model folder: it is a file; {hint}")
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{str(folder)!r} is not a model folder: {MANIFEST_NAME} is missing (create one "

@@ -174,7 +174,7 @@ def test_check_data_describes_what_it_found(
 def test_model_folder_given_as_its_manifest(tmp_path: Path, capsys) -> None:
     folder = make_threshold_folder(tmp_path / "thr")
     line = cli_error(["pack", str(folder / "manifest.json"), str(tmp_path / "s.zip")], capsys)
-    assert "is a file, not a model folder; pass the folder that holds it" in line
+    assert "is not a model folder: it is a file; pass the folder that holds it" in line
     line = cli_error(["pack", str(tmp_path / "nothing"), str(tmp_path / "s.zip")], capsys)
     assert "does not exist" in line
 
