@@ -72,7 +72,8 @@ class _GdalMessages(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         messages = getattr(self.local, "messages", None)
         if messages is None or record.levelno < logging.INFO:
-            return True
+            # Outside a read, the level the application gave "rasterio" decides.
+            return logging.getLogger("rasterio").isEnabledFor(record.levelno)
         messages.append(record.getMessage())
         return False
 

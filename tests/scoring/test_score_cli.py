@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import tifffile
 
 from oncloudn.cli.main import main
@@ -80,7 +81,8 @@ def test_leaderboard_empty_and_reference_only(tmp_path, capsys):
 
 def test_score_rejects_negative_bootstrap_before_reading(toy_root, tmp_path, capsys):
     pred_dir = write_predictions(toy_root, tmp_path / "run")
-    code = main(["score", str(pred_dir), str(toy_root / "train_labels"), "--bootstrap", "-1"])
+    with pytest.raises(SystemExit) as stop:  # refused when the command line is parsed
+        main(["score", str(pred_dir), str(toy_root / "train_labels"), "--bootstrap", "-1"])
     captured = capsys.readouterr()
-    assert code == 2 and "n_bootstrap must be >= 0" in captured.err
+    assert stop.value.code == 2 and "--bootstrap: must be an integer >= 0" in captured.err
     assert "checked" not in captured.err
