@@ -6,12 +6,16 @@ odd one is named; a truncated file names GDAL's real reason, and GDAL's log stay
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import tifffile
 from affine import Affine
 from clierrors import reset_logging
 from toydata import write_tif, write_toy_dataset
@@ -20,10 +24,12 @@ from oncloudn.cli.main import main
 from oncloudn.data.chips import DatasetPaths, read_chip
 from oncloudn.data.validate import check_dataset
 from oncloudn.errors import ChipFormatError, CorruptTiffError
+from oncloudn.models.builders import make_threshold_folder
 from oncloudn.runtime.chip_reading import fallback_mask, load_chip, profile_quietly
 from oncloudn.runtime.chipio import read_bands
 
 SIZE = 64
+MAIN = Path(__file__).resolve().parents[2] / "submission" / "main.py"
 
 
 @pytest.fixture
@@ -119,3 +125,29 @@ def test_truncated_band_names_the_file_and_gdals_reason(small_root: Path, capsys
     captured = capsys.readouterr()
     assert "B04" in captured.out and "See previous exception" not in captured.out
     assert "GDAL signalled" not in captured.err and "rasterio._err" not in captured.err
+
+
+def test_main_py_survives_a_huge_band_quickly(toy_root: Path, tmp_path: Path) -> None:
+    """The whole main.py: one valid mask per chip, the huge chip a fallback, in seconds."""
+    (toy_root / "train_features").rename(toy_root / "test_features")
+    (toy_root / "train_metadata.csv").rename(toy_root / "test_metadata.csv")
+    write_huge_header(toy_root / "test_features" / "efgh" / "B08.tif", 20_000)
+    model = make_threshold_folder(tmp_path / "model")
+    predictions = tmp_path / "predictions"
+    env = {
+        **os.environ,
+        "ONCLOUDN_DATA_DIR": str(toy_root),
+        "ONCLOUDN_PREDICTIONS_DIR": str(predictions),
+        "ONCLOUDN_MODEL_DIR": str(model),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(MAIN)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.perf_counter() - started < 60  # was 22 s and 7 GB for this one chip
+    assert "1 fallbacks" in result.stderr and "20,000 x 20,000" in result.stderr
+    chips = sorted(p.name for p in (toy_root / "test_features").iterdir())
+    assert sorted(os.listdir(predictions)) == [f"{c}.tif" for c in chips]
+    assert tifffile.imread(predictions / "efgh.tif").shape == (512, 512)
