@@ -155,7 +155,9 @@ def test_min_area_removes_specks_from_a_probability_folder(tmp_path):
 def test_store_masks_equal_the_runtime_postprocess(tmp_path):
     rng = np.random.default_rng(1)
     planes = rng.random((2, SIZE, SIZE)).astype(np.float16)
-    np.save(tmp_path / "x.npy", planes)
+    for view, plane in zip(("identity", "hflip"), planes, strict=True):
+        (tmp_path / view).mkdir()
+        np.save(tmp_path / view / "x.npy", plane)
     nodata = np.zeros((SIZE, SIZE), bool)
     nodata[:, :5] = True
     chip = ChipData("x", "L", rng.random((SIZE, SIZE)) > 0.5, nodata)

@@ -3,14 +3,14 @@
 A source is a model folder (``manifest.json``), an out-of-fold ``.npz`` file or folder
 written by the trainer (``oof/fold_*.npz``, see :mod:`oncloudn.training.oof`), or a folder of
 ``<chip_id>.tif`` float32 probabilities (``oncloudn predict --probabilities``). Each gets a
-cache folder ``<cache_root>/<name>-<key>/`` (the key hashes the source's path, its manifest and
-the views, so a changed model or view list never reads stale files) holding one
-``<chip_id>.npy`` per chip: float16 ``[V, H, W]``, one plane per view in the order of
-``cache.json``'s ``views``. Model folders are run once per view through the prediction core
-(``predict_batch`` with a single view: the TTA transform, the model's normalization and head,
-the inverse transform); saved probabilities have one plane, ``identity`` (their TTA is
-whatever made them). Files are written atomically and chips already cached are skipped, so an
-interrupted run resumes. Planes are opened memory-mapped.
+cache folder ``<cache_root>/<name>-<key>/`` (the key hashes the source's path and files, so a
+changed model never reads stale probabilities) holding one float16 ``[H, W]`` file per view
+and chip, ``<view>/<chip_id>.npy``. Model folders are run once per view through the prediction
+core (``predict_batch`` with a single view: the TTA transform, the model's normalization and
+head, the inverse transform); saved probabilities have one view, ``identity`` (their TTA is
+whatever made them). Files are written atomically and (view, chip) pairs already cached are
+skipped, so an interrupted run resumes and a later run with fewer views computes nothing.
+Planes are opened memory-mapped.
 """
 
 from __future__ import annotations
@@ -103,11 +103,10 @@ def source_views(source: Source, views: str | list[str] | None) -> list[str]:
     return resolve_views(views if views is not None else "d4")
 
 
-def cache_key(source: Source, views: list[str]) -> str:
-    """A short hash of the source's absolute path, its manifest and weights' size, and views."""
+def cache_key(source: Source) -> str:
+    """A short hash of the source's absolute path, its manifest, and its files' sizes/times."""
     digest = hashlib.sha256()
     digest.update(str(source.path.resolve()).encode())
-    digest.update(",".join(views).encode())
     if source.kind == "model":
         manifest = source.path / MANIFEST_NAME
         digest.update(manifest.read_bytes())
@@ -126,14 +125,20 @@ def cache_key(source: Source, views: list[str]) -> str:
     return digest.hexdigest()[:12]
 
 
-def cache_folder(cache_root: str | os.PathLike, source: Source, views: list[str]) -> Path:
+def cache_folder(cache_root: str | os.PathLike, source: Source) -> Path:
     """``<cache_root>/<name>-<key>``."""
-    return Path(cache_root) / f"{source.name}-{cache_key(source, views)}"
+    return Path(cache_root) / f"{source.name}-{cache_key(source)}"
 
 
-def _write_plane_file(path: Path, planes: np.ndarray) -> None:
+def plane_path(folder: str | os.PathLike, view: str, chip_id: str) -> Path:
+    """``<folder>/<view>/<chip_id>.npy``."""
+    return Path(folder) / view / f"{chip_id}.npy"
+
+
+def _write_plane(path: Path, plane: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp, open(temp, "wb") as stream:
-        np.save(stream, planes.astype(np.float16))
+        np.save(stream, np.asarray(plane, dtype=np.float16))
 
 
 def _saved_probabilities(source: Source, chip_ids: list[str]) -> dict[str, np.ndarray]:
@@ -179,15 +184,15 @@ def build_cache(
         DataError: Saved probabilities lack some chips, or have another shape than a label.
     """
     chosen = source_views(source, views)
-    folder = cache_folder(cache_root, source, chosen)
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in chip_ids if not (folder / f"{c}.npy").is_file()]
+    folder = cache_folder(cache_root, source)
+    todo = {c: [v for v in chosen if not plane_path(folder, v, c).is_file()] for c in chip_ids}
+    todo = {c: missing for c, missing in todo.items() if missing}
     if todo:
-        logger.info("caching %d chip(s) of %s (%s views)", len(todo), source.name, len(chosen))
+        logger.info("caching %d chip(s) of %s (views %s)", len(todo), source.name, ",".join(chosen))
         if source.kind == "model":
-            _cache_model(source, paths, todo, folder, chosen, device, progress)
+            _cache_model(source, paths, todo, folder, device, progress)
         else:
-            _cache_saved(source, todo, folder)
+            _cache_saved(source, sorted(todo), folder)
     info = {"source": str(source.path), "kind": source.kind, "name": source.name, "views": chosen}
     if source.kind == "model":
         info["manifest"] = read_model_manifest(source.path).to_dict()
@@ -195,13 +200,16 @@ def build_cache(
     return folder
 
 
-def _cache_model(source, paths, chip_ids, folder, views, device, progress) -> None:
+def _cache_model(source, paths, todo: dict[str, list[str]], folder, device, progress) -> None:
     model = load_model_folder(source.path, device)
     bands = tuple(model.manifest.bands)
-    for chip_id in tqdm(chip_ids, desc=f"cache {source.name}", disable=not progress, leave=False):
+    for chip_id, missing in tqdm(
+        sorted(todo.items()), desc=f"cache {source.name}", disable=not progress, leave=False
+    ):
         raw = read_chip(paths, chip_id, bands=bands, with_label=False).bands
-        planes = [predict_batch(model, raw[None], device, views=[view])[0] for view in views]
-        _write_plane_file(folder / f"{chip_id}.npy", np.stack(planes))
+        for view in missing:
+            plane = predict_batch(model, raw[None], device, views=[view])[0]
+            _write_plane(plane_path(folder, view, chip_id), plane)
 
 
 def _cache_saved(source: Source, chip_ids: list[str], folder: Path) -> None:
@@ -213,7 +221,7 @@ def _cache_saved(source: Source, chip_ids: list[str], folder: Path) -> None:
             f"e.g. {missing[:3]}; pass --chips or a dataset root matching the predictions"
         )
     for chip_id in chip_ids:
-        _write_plane_file(folder / f"{chip_id}.npy", saved[chip_id][None])
+        _write_plane(plane_path(folder, "identity", chip_id), saved[chip_id])
 
 
 def read_cache_info(folder: str | os.PathLike) -> dict:
@@ -221,6 +229,6 @@ def read_cache_info(folder: str | os.PathLike) -> dict:
     return json.loads((Path(folder) / CACHE_INFO).read_text(encoding="utf-8"))
 
 
-def open_planes(folder: str | os.PathLike, chip_id: str) -> np.ndarray:
-    """A chip's cached float16 planes ``[V, H, W]``, memory-mapped."""
-    return np.load(Path(folder) / f"{chip_id}.npy", mmap_mode="r")
+def open_plane(folder: str | os.PathLike, view: str, chip_id: str) -> np.ndarray:
+    """A chip's cached float16 probability ``[H, W]`` under one view, memory-mapped."""
+    return np.load(plane_path(folder, view, chip_id), mmap_mode="r")

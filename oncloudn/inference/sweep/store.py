@@ -25,7 +25,7 @@ from oncloudn.errors import ConfigError, DataError
 from oncloudn.runtime.postprocess import apply_chip_rules, postprocess_pixels
 from oncloudn.scoring.metric import chip_counts
 
-from .cache import open_planes, read_cache_info
+from .cache import open_plane, read_cache_info
 from .settings import CHIP_PARAMETERS, Setting
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ class SweepStore:
                 f"TTA {tta!r} needs view(s) {missing} that {source} has not cached "
                 f"(cached: {', '.join(cache.views)})"
             )
-        planes = open_planes(cache.folder, chip_id)
-        stack = np.stack([planes[cache.views.index(v)] for v in views]).astype(np.float32)
+        stack = np.stack([open_plane(cache.folder, v, chip_id) for v in views]).astype(np.float32)
         if cache.merge == "logit" and len(views) > 1:
             p = np.clip(stack, _EPS, 1 - _EPS)
             mean_logit = np.log(p / (1 - p)).mean(axis=0)
