@@ -29,10 +29,9 @@ from oncloudn.config import load_config
 from oncloudn.data.chips import DatasetPaths, list_chips, read_chip
 from oncloudn.data.sample import INFO_NAME, generate_sample_dataset
 from oncloudn.demo import repo_file
-from oncloudn.models.folder import read_model_manifest
-from oncloudn.runtime.postprocess import postprocess
+from oncloudn.models.folder import load_model_folder
+from oncloudn.runtime.predict import predict_chips
 from oncloudn.scoring.report import score_arrays
-from oncloudn.training.flag_labels import model_probabilities
 from oncloudn.training.flag_plot import RGB_BANDS, rgb_view
 from oncloudn.training.oof import read_oof_folder
 from oncloudn.training.trainer import train
@@ -150,6 +149,12 @@ def oof_chip_ids(run_dir: str | os.PathLike) -> list[str]:
     return sorted(read_oof_folder(run_dir))
 
 
+def chips_per_location(data_root: str | os.PathLike, n: int, split: str = "train") -> list[str]:
+    """At most ``n`` chips of each location (the first by id): a small, balanced subset."""
+    frame = list_chips(DatasetPaths(Path(data_root), split))
+    return sorted(frame.groupby("location", sort=True).head(n)["chip_id"])
+
+
 def corrupted_labels(data_root: str | os.PathLike) -> dict[str, str]:
     """``{chip_id: kind}`` of the labels sample-data corrupted on purpose (empty if none)."""
     path = Path(data_root) / INFO_NAME
@@ -159,37 +164,49 @@ def corrupted_labels(data_root: str | os.PathLike) -> dict[str, str]:
 
 
 def model_masks(
-    model_dir: str | os.PathLike, paths: DatasetPaths, device: str = "cpu"
+    model_dir: str | os.PathLike,
+    paths: DatasetPaths,
+    chip_ids: Sequence[str] | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(probabilities, masks)`` of a model folder on every chip of ``paths``.
+    """``(probabilities, masks)`` of a model folder on chips of ``paths`` (default: all).
 
-    Masks follow the folder's manifest (threshold, post-processing, chip rules, nodata).
+    Through the prediction core's folder level, in memory: masks follow the folder's manifest
+    (threshold, post-processing, chip rules, nodata), as ``oncloudn predict`` writes them.
     """
-    manifest = read_model_manifest(model_dir)
-    probabilities = model_probabilities(model_dir, paths, device)
-    masks = {}
-    for chip_id, probability in probabilities.items():
-        nodata = read_chip(paths, chip_id, with_label=False).nodata
-        masks[chip_id] = postprocess(
-            probability, nodata, manifest.threshold, manifest.postprocess, manifest.chip_rules
-        )
+    model = load_model_folder(model_dir, device)
+    ids = list(chip_ids) if chip_ids is not None else list(list_chips(paths)["chip_id"])
+    probabilities: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+
+    def keep(chip_id: str, probability: np.ndarray, mask: np.ndarray) -> None:
+        probabilities[chip_id] = probability
+        masks[chip_id] = mask
+
+    predict_chips(model, str(paths.features_dir), None, chip_ids=ids, device=device, sink=keep)
     return probabilities, masks
 
 
 def score_models(
-    model_dirs: Mapping[str, str | os.PathLike], paths: DatasetPaths, n_boot: int = 1000
+    model_dirs: Mapping[str, str | os.PathLike],
+    paths: DatasetPaths,
+    chip_ids: Sequence[str] | None = None,
+    n_boot: int = 1000,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Score model folders on labelled chips: pooled Jaccard, 95 % interval, per location.
 
     Returns:
-        ``(table, masks)``: one row per model (and location), and each model's masks.
+        ``(table, masks)``: one row per model and location (``all`` first), and each model's
+        masks.
     """
     chips = list_chips(paths)
+    if chip_ids is not None:
+        chips = chips[chips["chip_id"].isin(set(chip_ids))]
     locations = dict(zip(chips["chip_id"], chips["location"], strict=True))
     labels = {c: read_chip(paths, c).label for c in chips["chip_id"]}
     rows, all_masks = [], {}
     for name, folder in model_dirs.items():
-        _, masks = model_masks(folder, paths)
+        _, masks = model_masks(folder, paths, list(labels))
         all_masks[name] = masks
         report = score_arrays(masks, labels, locations, n_bootstrap=n_boot)
         rows.append(

@@ -264,7 +264,6 @@ def test_cli_writes_outputs_and_manifest(two_locations, tmp_path, capsys):
         (["--tune", "location:Nowhere"], "not among"),
         (["--set", "thresh=0.5"], "unknown parameter 'thresh'"),
         (["--set", "threshold=abc"], "bad value 'abc'"),
-        (["--set", "tta=d4"], "not cached"),
         (["--write-manifest", "OUT"], "--write-manifest needs exactly one SOURCE"),
     ],
 )
@@ -289,6 +288,14 @@ def test_cli_bad_inputs_are_one_line_errors(two_locations, tmp_path, capsys, ext
     assert (
         code == 2 and len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0]
     )
+
+
+def test_cli_tta_variant_needs_cached_views(two_locations, tmp_path, capsys):
+    root, *_ = two_locations
+    model_dir = make_threshold_folder(tmp_path / "rule")
+    args = ["sweep-postprocessing", str(model_dir), "--data", str(root), "--out", str(tmp_path)]
+    assert main([*args, "--views", "none", "--set", "tta=none;d4"]) == 2
+    assert "need views that are not cached" in capsys.readouterr().err
 
 
 def test_cli_missing_source_and_unlabelled_root(two_locations, tmp_path, capsys):

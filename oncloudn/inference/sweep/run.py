@@ -96,7 +96,7 @@ class SweepResult:
 
     store: SweepStore
     paths: DatasetPaths
-    space: dict[str, tuple[Any, ...]]
+    spaces: dict[str, dict[str, tuple[Any, ...]]]
     splits: list[SplitResult]
     baselines: dict[str, Setting]
     final: dict[str, Setting]
@@ -121,7 +121,9 @@ class SweepResult:
             "dataset": str(self.paths.root),
             "split_of_dataset": self.paths.split,
             "sources": self.sources,
-            "space": {k: list(v) for k, v in self.space.items()},
+            "spaces": {
+                name: {k: list(v) for k, v in space.items()} for name, space in self.spaces.items()
+            },
             "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
             "final_settings": {k: v.to_dict() for k, v in self.final.items()},
             "results": [
@@ -186,7 +188,7 @@ def _difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict[st
     }
 
 
-def _baseline(cache, space_tta: Sequence[str]) -> Setting:
+def _baseline(cache) -> Setting:
     if cache.manifest is None:
         return Setting(tta="none")
     manifest = Manifest.from_dict(cache.manifest)
@@ -261,8 +263,10 @@ def sweep_postprocessing(
     ids = sorted(chips)
     cache_root = Path(cache_dir) if cache_dir is not None else Path(".oncloudn-sweep-cache")
     found = make_sources(list(sources))
-    common_views = sorted(set.intersection(*(set(source_views(s, views)) for s in found)))
-    space = build_space(quick, overrides, common_views)
+    spaces = {
+        s.name: build_space(quick, overrides, source_views(s, views), strict=s.kind == "model")
+        for s in found
+    }
     splits = make_splits(tune, {c: chips[c].location for c in ids}, seed)
     caches = {}
     names = {}
@@ -271,9 +275,10 @@ def sweep_postprocessing(
         caches[source.name] = source_cache(folder)
         names[source.name] = str(source.path)
     store = SweepStore(chips=chips, sources=caches)
-    result = SweepResult(store, paths, space, [], {}, {}, sources=names)
+    result = SweepResult(store, paths, spaces, [], {}, {}, sources=names)
     for name, cache in caches.items():
-        base = _baseline(cache, space["tta"])
+        space = spaces[name]
+        base = _baseline(cache)
         result.baselines[name] = base
         for sp in splits:
             result.splits.append(

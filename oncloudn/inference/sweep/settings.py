@@ -173,24 +173,28 @@ def build_space(
     quick: bool = False,
     overrides: Mapping[str, Sequence[Any]] | None = None,
     available_views: Sequence[str] | None = None,
+    strict: bool = True,
 ) -> dict[str, tuple[Any, ...]]:
     """The values to compare per parameter.
 
     Args:
         quick: Start from :data:`QUICK_SPACE` instead of :data:`DEFAULT_SPACE`.
         overrides: Replace the values of some parameters.
-        available_views: The views cached for every source; TTA variants needing others are
+        available_views: The views cached for the source; TTA variants needing others are
             dropped (``None``: keep all). Saved probabilities have only ``identity``.
+        strict: Refuse TTA variants of ``overrides`` that need views not cached (off for
+            saved probabilities, which have no views to add).
 
     Raises:
-        ConfigError: A TTA variant given in ``overrides`` needs views that are not cached.
+        ConfigError: With ``strict``, a TTA variant given in ``overrides`` needs views that
+            are not cached.
     """
     space = dict(QUICK_SPACE if quick else DEFAULT_SPACE)
     space.update({name: tuple(values) for name, values in (overrides or {}).items()})
     if available_views is not None:
         available = set(available_views)
         kept = tuple(v for v in space["tta"] if set(resolve_views(v.split(","))) <= available)
-        if overrides and "tta" in overrides and len(kept) < len(space["tta"]):
+        if strict and overrides and "tta" in overrides and len(kept) < len(space["tta"]):
             missing = [v for v in space["tta"] if v not in kept]
             raise ConfigError(
                 f"--set tta: variant(s) {missing} need views that are not cached (cached: "
