@@ -91,7 +91,7 @@ def tiny_sample_model(
     work_dir: str | os.PathLike,
     chips: int = 24,
     size: int = 128,
-    epochs: int = 10,
+    epochs: int = 40,
     steps_per_epoch: int = 4,
     label_noise: float = 0.1,
     n_locations: int = 3,
@@ -134,7 +134,8 @@ def tiny_sample_model(
                 f"trainer.seed={seed}",
                 f"trainer.epochs={epochs}",
                 f"trainer.max_steps_per_epoch={steps_per_epoch}",
-                "trainer.cpu_threads=2",
+                f"trainer.val_every={max(1, epochs // 4)}",
+                "trainer.cpu_threads=1",
                 "model.args={widths: [8, 16, 32]}",
                 "augmentation.steps=[{name: RandomCrop, params: {height: 96, width: 96}},"
                 " {name: D4, params: {p: 1.0}}]",

@@ -159,6 +159,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         ignore_value=args.ignore_value,
         device=args.device,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     files = write_results(result, args.out)
     if not args.no_plot:

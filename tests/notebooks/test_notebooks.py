@@ -35,7 +35,6 @@ def test_notebook_executes(name, work_dir, monkeypatch):
         "PYTHONPATH",
         os.pathsep.join(filter(None, [str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH")])),
     )
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(
         notebook,

@@ -216,6 +216,7 @@ def sweep_postprocessing(
     ignore_value: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    threads: int | None = None,
 ) -> SweepResult:
     """Sweep post-processing settings of one or more sources on a labelled dataset.
 
@@ -241,6 +242,7 @@ def sweep_postprocessing(
             competition).
         device: Torch device for model folders.
         progress: Progress bars.
+        threads: CPU threads of torch while caching model folders (``None``: unchanged).
 
     Raises:
         ConfigError: Bad rule, parameter values or sources.
@@ -271,7 +273,7 @@ def sweep_postprocessing(
     caches = {}
     names = {}
     for source in found:
-        folder = build_cache(source, paths, ids, cache_root, views, device, progress)
+        folder = build_cache(source, paths, ids, cache_root, views, device, progress, threads)
         caches[source.name] = source_cache(folder)
         names[source.name] = str(source.path)
     store = SweepStore(chips=chips, sources=caches)
