@@ -104,6 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for model folders (cpu)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of torch while caching model folders (default: torch's; 1 is often "
+        "fastest on a shared CPU)",
+    )
+    parser.add_argument(
         "--write-manifest",
         type=Path,
         metavar="DIR",

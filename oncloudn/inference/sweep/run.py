@@ -270,31 +270,37 @@ def sweep_postprocessing(
         for s in found
     }
     splits = make_splits(tune, {c: chips[c].location for c in ids}, seed)
-    caches = {}
-    names = {}
-    for source in found:
-        folder = build_cache(source, paths, ids, cache_root, views, device, progress, threads)
-        caches[source.name] = source_cache(folder)
-        names[source.name] = str(source.path)
-    store = SweepStore(chips=chips, sources=caches)
-    result = SweepResult(store, paths, spaces, [], {}, {}, sources=names)
-    for name, cache in caches.items():
-        space = spaces[name]
-        base = _baseline(cache)
-        result.baselines[name] = base
-        for sp in splits:
-            result.splits.append(
-                _run_split(store, name, sp, space, base, rounds, min_gain, n_boot, seed, progress)
-            )
-        tune_ids = sorted({c for sp in splits for c in sp.tune})
-        final = tune_setting(store, name, tune_ids, space, base, rounds, min_gain)
-        result.final[name] = final.best
-        cross = _cross_fitted(
-            store, name, [s for s in result.splits if s.source == name], base, n_boot, seed
+    caches = {
+        source.name: source_cache(
+            build_cache(source, paths, ids, cache_root, views, device, progress, threads)
         )
-        if cross:
-            result.cross_fitted.append(cross)
+        for source in found
+    }
+    store = SweepStore(chips=chips, sources=caches)
+    result = SweepResult(
+        store, paths, spaces, [], {}, {}, sources={s.name: str(s.path) for s in found}
+    )
+    for name, cache in caches.items():
+        _sweep_source(
+            result, name, _baseline(cache), splits, rounds, min_gain, n_boot, seed, progress
+        )
     return result
+
+
+def _sweep_source(result, name, base, splits, rounds, min_gain, n_boot, seed, progress) -> None:
+    """Every split of one source, its final setting and its cross-fitted summary."""
+    store, space = result.store, result.spaces[name]
+    result.baselines[name] = base
+    mine = [
+        _run_split(store, name, sp, space, base, rounds, min_gain, n_boot, seed, progress)
+        for sp in splits
+    ]
+    result.splits.extend(mine)
+    tune_ids = sorted({c for sp in splits for c in sp.tune})
+    result.final[name] = tune_setting(store, name, tune_ids, space, base, rounds, min_gain).best
+    cross = _cross_fitted(store, name, mine, base, n_boot, seed)
+    if cross:
+        result.cross_fitted.append(cross)
 
 
 def _run_split(store, name, sp, space, base, rounds, min_gain, n_boot, seed, progress):
