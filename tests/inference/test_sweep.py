@@ -119,11 +119,11 @@ def test_locations_rule_reports_each_location_once(two_locations, tmp_path):
         progress=False,
     )
     by_name = {s.split.name: s for s in result.splits}
-    assert by_name["tune=not A report=A"].tuned.threshold == 0.5  # tuned on B
-    assert by_name["tune=not B report=B"].tuned.threshold == 0.4  # tuned on A
+    assert by_name["tune=B report=A"].tuned.threshold == 0.5  # tuned on B
+    assert by_name["tune=A report=B"].tuned.threshold == 0.4  # tuned on A
     (cross,) = result.cross_fitted
     assert cross["n_chips"] == 5 and cross["tuned"] < cross["baseline"]
-    assert "| oof | tune=not A report=A |" in result.markdown()
+    assert "| oof | tune=B report=A |" in result.markdown()
 
 
 def test_min_area_removes_specks_from_a_probability_folder(tmp_path):

@@ -77,7 +77,7 @@ def make_splits(rule: str, locations: Mapping[str, str], seed: int = 0) -> list[
         return [
             _checked(
                 Split(
-                    f"tune=not {name} report={name}",
+                    f"tune={_others(names, name)} report={name}",
                     tuple(c for c in chip_ids if groups[c] != name),
                     tuple(c for c in chip_ids if groups[c] == name),
                 ),
@@ -109,6 +109,11 @@ def make_splits(rule: str, locations: Mapping[str, str], seed: int = 0) -> list[
             for f in range(k)
         ]
     raise ConfigError(f"--tune {rule!r}: unknown rule; use one of {', '.join(SPLIT_RULES)}")
+
+
+def _others(names: list[str], name: str) -> str:
+    others = [n for n in names if n != name]
+    return others[0] if len(others) == 1 else f"not {name}"
 
 
 def _checked(split: Split, rule: str) -> Split:
