@@ -329,3 +329,22 @@ def test_cli_missing_source_and_unlabelled_root(two_locations, tmp_path, capsys)
         == 2
     )
     assert "needs labels" in capsys.readouterr().err
+
+
+def test_model_and_saved_probabilities_side_by_side(two_locations, tmp_path):
+    root, oof, *_ = two_locations
+    model_dir = make_threshold_folder(tmp_path / "rule")
+    result = sweep_postprocessing(
+        [model_dir, oof],
+        root,
+        tune="location:A",
+        cache_dir=tmp_path / "cache",
+        views="flips",
+        quick=True,
+        n_boot=0,
+        progress=False,
+    )
+    assert set(result.spaces["rule"]["tta"]) == {"none", "flips"}  # the views it cached
+    assert result.spaces["oof"]["tta"] == ("none",)  # saved probabilities: one view
+    assert {s.source for s in result.splits} == {"rule", "oof"}
+    assert (tmp_path / "cache").is_dir() and len(list((tmp_path / "cache").iterdir())) == 2
