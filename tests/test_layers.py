@@ -46,6 +46,7 @@ LAYERS = {
     "export": 5,  # planned: ONNX / OpenVINO export
     "submission": 6,  # pack, the run-local sandbox and run
     "demo": 7,  # oncloudn/demo.py drives data .. submission; only the CLI calls it
+    "notebook": 7,  # oncloudn/notebook.py: what notebooks/*.ipynb call (demo-level helpers)
     "cli": 8,
 }
 
