@@ -5,13 +5,15 @@ descriptor on it closes, however its processes end (``kill -9`` included). ``run
 hands its descriptor down to ``main.py``'s process tree, so a folder stays locked while any
 process of the run lives; ``pack`` locks its staging folder so that a later ``pack`` can tell
 a live staging folder from a stale one. Where ``fcntl`` does not exist (Windows) locks always
-succeed, with a warning.
+succeed, with a warning. :func:`processes_with_env` finds processes a killed run left
+behind that did not inherit the lock.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from oncloudn.errors import SubmissionError
@@ -74,3 +76,27 @@ def lock_folder(folder: Path, name: str, what: str) -> int:
         )
     write_owner(fd)
     return fd
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Ids of the processes whose environment holds ``name=value`` (Linux ``/proc``; else []).
+
+    run-local gives every run's processes ``ONCLOUDN_PREDICTIONS_DIR=<OUT>/predictions``; a
+    worker that a killed run's ``main.py`` started (and that did not inherit the lock) still
+    carries it. Processes of other users are not readable and not listed.
+    """
+    proc = Path("/proc")
+    if not sys.platform.startswith("linux") or not proc.is_dir():
+        return []
+    marker = f"{name}={value}".encode()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)

@@ -36,11 +36,12 @@ from oncloudn.models.describe import describe_model_folder
 from oncloudn.runtime.atomic import atomic_write_json
 from oncloudn.scoring.checks import check_prediction_folder
 from oncloudn.submission import isolation as iso
-from oncloudn.submission.locks import lock_folder
+from oncloudn.submission.locks import lock_folder, processes_with_env
 from oncloudn.submission.runtime_env import runtime_python, runtime_smp_dir, runtime_smp_version
 from oncloudn.submission.sandbox import (
     GUARD_DIR,
     LOCK_NAME,
+    PREDICTIONS_DIR,
     RunFolder,
     build_env,
     check_inputs,
@@ -389,12 +390,27 @@ def run_local(
     out_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_folder(out_dir, LOCK_NAME, "run-local")
     try:
+        _refuse_leftovers(out_dir)
         return _run_locked(
             zip_path, data_root, out_dir, time_limit_s, python, python_version, force,
             copy_data, chosen, limits, lock_fd,
         )  # fmt: skip
     finally:
         os.close(lock_fd)
+
+
+def _refuse_leftovers(out_dir: Path) -> None:
+    """Refuse ``OUT`` while processes of an earlier run into it are alive (Linux).
+
+    Raises:
+        SubmissionError: Such processes exist (their ids are named).
+    """
+    pids = processes_with_env("ONCLOUDN_PREDICTIONS_DIR", str(out_dir / PREDICTIONS_DIR))
+    if pids:
+        raise SubmissionError(
+            f"{out_dir} is in use by processes an earlier run-local left running (pids "
+            f"{', '.join(map(str, pids[:10]))}); end them or choose another folder"
+        )
 
 
 def _run_locked(
