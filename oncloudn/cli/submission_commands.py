@@ -39,7 +39,8 @@ Isolation (--isolation, printed and recorded in run.json):
   namespaces  Linux with unprivileged user namespaces (the default where available):
               main.py runs in new user, network, mount and PID namespaces (util-linux
               `unshare`): no network interface but a down loopback; the whole file system
-              read-only except OUT and fresh tmpfs on /tmp, /dev/shm, /run; your
+              read-only except OUT and fresh tmpfs on /tmp, /var/tmp, /dev/shm,
+              /run; your
               test_features bind-mounted read-only; every capability dropped, so it cannot
               remount anything; its processes die with run-local.
   copy        no isolation by the operating system (macOS, Windows, kernels without user

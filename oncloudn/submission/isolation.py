@@ -6,10 +6,10 @@ Two modes, chosen at run time (:func:`choose_isolation`):
     ``main.py`` starts inside new user, network and mount namespaces (and a PID namespace
     with ``--kill-child`` where that works) through :mod:`oncloudn.submission.ns_init`,
     which remounts the whole visible file system read-only, gives fresh tmpfs on ``/tmp``,
-    ``/dev/shm`` and ``/run`` (where no path the run needs lives below them), binds ``OUT``
-    read-write and the data read-only, then drops every capability. ``main.py`` has no
-    network interface but a down loopback, cannot write the user's data at any path, and
-    cannot remount anything.
+    ``/var/tmp``, ``/dev/shm`` and ``/run`` (where no path the run needs lives below
+    them), binds ``OUT`` read-write and the data read-only, then drops every capability.
+    ``main.py`` has no network interface but a down loopback, cannot write the user's data
+    at any path, and cannot remount anything.
 ``copy`` (macOS, Windows, kernels without user namespaces, or asked for)
     No isolation by the operating system. ``main.py`` runs as the user with the network;
     it gets a copy of the data made read-only by file permissions (never a path into the
@@ -48,7 +48,7 @@ PID_VARIANTS = (
     ("--pid", "--fork", "--kill-child"),
     (),
 )
-TMPFS_PATHS = ("/tmp", "/dev/shm", "/run")
+TMPFS_PATHS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 PROBE_TIMEOUT_S = 30
 
 

@@ -7,8 +7,8 @@ own user namespace, with no network interface but a down loopback. It then:
 
 1. remounts every mount it can see read-only (so ``main.py`` can write nowhere on the host,
    the user's data at its original path included);
-2. mounts fresh, empty ``tmpfs`` on ``/tmp``, ``/dev/shm`` and ``/run`` (scratch space, and no
-   host unix-domain sockets there);
+2. mounts fresh, empty ``tmpfs`` where asked (``/tmp``, ``/var/tmp``, ``/dev/shm``,
+   ``/run``: scratch space, and no host unix-domain sockets there);
 3. bind-mounts the run folder ``OUT`` read-write over itself (predictions, summary, cwd);
 4. bind-mounts the data read-only where ``main.py`` expects it;
 5. checks that the data refuses writes at both paths, then drops every capability (bounding,

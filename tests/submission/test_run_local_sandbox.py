@@ -25,7 +25,8 @@ from toydata import write_toy_dataset
 from oncloudn.cli.main import main
 from oncloudn.errors import DataError, SubmissionError
 from oncloudn.models.builders import make_threshold_folder
-from oncloudn.submission.isolation import namespace_support
+from oncloudn.submission import isolation as isolation_module
+from oncloudn.submission.isolation import namespace_support, summary_line
 from oncloudn.submission.locks import processes_with_env, try_lock
 from oncloudn.submission.pack import pack_submission
 from oncloudn.submission.run_local import run_local
@@ -178,22 +179,34 @@ HOSTILE_DATA = """
 """
 
 
-def test_hostile_data_writes(test_root: Path, tmp_path: Path) -> None:
-    """A byte flipped with its mtime restored: the user's file must come out unchanged."""
+def _flip_attack(test_root: Path, tmp_path: Path, with_path: bool):
+    """Run HOSTILE_DATA; check the user's band file came out unchanged; return the outcome."""
     band = test_root / "test_features" / "abcd" / "B02.tif"
     before = (band.read_bytes(), band.stat().st_mtime_ns, stat.S_IMODE(band.stat().st_mode))
-    variant, reason, _ = namespace_support()
-    paths = {"features": str(test_root / "test_features")} if variant else {}
+    paths = {"features": str(test_root / "test_features")} if with_path else {}
     zip_path = _zip(tmp_path / "data.zip", HOSTILE_DATA, {"paths.json": json.dumps(paths)})
     result = run_local(zip_path, test_root, tmp_path / "run", time_limit_s=120)
     after = (band.read_bytes(), band.stat().st_mtime_ns, stat.S_IMODE(band.stat().st_mode))
     assert after == before
-    results = _results(tmp_path / "run" / "main.log")
-    if variant is None:
-        # No namespaces: main.py got a copy; it flipped the copy, and the run reports it.
-        assert result.isolation["mode"] == "copy"
-        assert any("modified the read-only data copy" in p for p in result.problems)
-        pytest.skip(f"data unchanged via a copy; the namespace checks need namespaces: {reason}")
+    return result, _results(tmp_path / "run" / "main.log")
+
+
+def test_hostile_data_writes_without_namespaces(
+    test_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Where no namespace can be made: a read-only copy, the change reported, said plainly."""
+    monkeypatch.setattr(isolation_module, "namespace_support", lambda: (None, "simulated", {}))
+    result, results = _flip_attack(test_root, tmp_path, with_path=False)
+    assert results == {"mounted": "flipped"}  # the copy: main.py runs as its owner
+    assert any("modified the read-only data copy" in p for p in result.problems)
+    assert result.isolation["mode"] == "copy" and result.isolation["reason"] == "simulated"
+    assert "NONE by the operating system (simulated)" in summary_line(result.isolation)
+
+
+def test_hostile_data_writes(test_root: Path, tmp_path: Path) -> None:
+    """A byte flipped with its mtime restored, at both paths, then a remount: all refused."""
+    _namespaces_or_skip()
+    result, results = _flip_attack(test_root, tmp_path, with_path=True)
     assert set(results) >= {"mounted", "original", "mount_syscall", "mounted_after_remount"}
     refused = {name: value for name, value in results.items() if value.startswith("refused")}
     assert refused == results, results
@@ -203,6 +216,7 @@ def test_hostile_data_writes(test_root: Path, tmp_path: Path) -> None:
     assert isolation["data_read_only_mount"] and isolation["file_system_read_only"]
     assert isolation["caps_dropped"] and isolation["remount_rw_refused"]
     assert not any("modified" in p for p in result.problems)
+    assert summary_line(isolation).startswith("isolation: Linux namespaces (no network, data on")
 
 
 def _bomb(path: Path, size: int) -> Path:
