@@ -244,6 +244,22 @@ def _interpreter_kind(python: str) -> bool:
     return runtime is not None and os.path.realpath(runtime) == os.path.realpath(python)
 
 
+def link_targets(features: Path) -> list[str]:
+    """Where the chip folders and band files of ``features`` that are symlinks point.
+
+    A tmpfs must not hide them inside the namespace (chips linked from ``/tmp``, say).
+    """
+    targets = []
+    with os.scandir(features) as chips:
+        for chip in chips:
+            if chip.is_symlink():
+                targets.append(os.path.realpath(chip.path))
+            if chip.is_dir():
+                with os.scandir(chip.path) as bands:
+                    targets += [os.path.realpath(b.path) for b in bands if b.is_symlink()]
+    return targets
+
+
 def plan_launch(
     isolation: iso.Isolation,
     folder: RunFolder,
@@ -271,6 +287,7 @@ def plan_launch(
         ro_binds.append([str(features), str(data_dir / "test_features")])
     needed = [folder.out_dir, GUARD_DIR, executable, sys.prefix, sys.base_prefix]
     needed += [p for p in (features, runtime_smp_dir()) if p is not None]
+    needed += link_targets(features) if features is not None else []
     spec = iso.NamespaceSpec(
         rw=[str(folder.out_dir)],
         ro_binds=ro_binds,
