@@ -87,6 +87,35 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class RunRequest:
+    """One run-local call, its inputs checked and its isolation chosen.
+
+    Attributes:
+        zip_path: The zip (resolved).
+        data_root: The dataset root (resolved).
+        out_dir: ``OUT`` (resolved).
+        time_limit_s: Seconds ``main.py`` may run.
+        python: The interpreter of ``main.py``.
+        python_version: Its version.
+        force: Replace an earlier run in ``OUT``.
+        copy_data: main.py gets a read-only copy of ``test_features``.
+        isolation: The isolation in force.
+        limits: Caps on unzipping.
+    """
+
+    zip_path: Path
+    data_root: Path
+    out_dir: Path
+    time_limit_s: float
+    python: str
+    python_version: str
+    force: bool
+    copy_data: bool
+    isolation: iso.Isolation
+    limits: ZipLimits
+
+
+@dataclass(frozen=True)
 class Launch:
     """How to start ``main.py`` for one run.
 
@@ -214,24 +243,18 @@ def _model_summary(code_dir: Path) -> dict[str, Any]:
         return {"error": str(error)}
 
 
-def _run_info(
-    zip_path: Path,
-    data_root: Path,
-    code_dir: Path,
-    chip_ids: list[str],
-    time_limit_s: float,
-    python: str,
-) -> dict[str, Any]:
+def _run_info(request: RunRequest, code_dir: Path, chip_ids: list[str]) -> dict[str, Any]:
     """What ``run.json`` records before ``main.py`` runs."""
     smp_dir = runtime_smp_dir()
     return {
-        "zip": str(zip_path),
-        "zip_sha256": sha256_file(zip_path),
-        "data_root": str(data_root),
+        "zip": str(request.zip_path),
+        "zip_sha256": sha256_file(request.zip_path),
+        "data_root": str(request.data_root),
         "model": _model_summary(code_dir),
         "n_chips": len(chip_ids),
-        "time_limit_s": time_limit_s,
-        "python_executable": python,
+        "time_limit_s": request.time_limit_s,
+        "python": request.python_version,
+        "python_executable": request.python,
         "runtime_smp": runtime_smp_version(smp_dir) if smp_dir else None,
         "runtime_smp_dir": str(smp_dir) if smp_dir else None,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -399,19 +422,25 @@ def run_local(
     limits = zip_limits or ZipLimits()
     check_inputs(zip_path, data_root, limits)
     python = python or runtime_python() or sys.executable
-    python_version = _python_version(python)
     chosen = iso.choose_isolation(isolation)
-    copy_data = copy_data or chosen.mode == "copy"
-    out_dir = Path(out_dir).resolve()
-    check_out_dir(out_dir, force=force)  # before the lock file is made in a foreign folder
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock_fd = lock_folder(out_dir, LOCK_NAME, "run-local")
+    request = RunRequest(
+        zip_path=zip_path,
+        data_root=data_root,
+        out_dir=Path(out_dir).resolve(),
+        time_limit_s=time_limit_s,
+        python=python,
+        python_version=_python_version(python),
+        force=force,
+        copy_data=copy_data or chosen.mode == "copy",
+        isolation=chosen,
+        limits=limits,
+    )
+    check_out_dir(request.out_dir, force=force)  # before a lock file lands in a foreign folder
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = lock_folder(request.out_dir, LOCK_NAME, "run-local")
     try:
-        _refuse_leftovers(out_dir)
-        return _run_locked(
-            zip_path, data_root, out_dir, time_limit_s, python, python_version, force,
-            copy_data, chosen, limits, lock_fd,
-        )  # fmt: skip
+        _refuse_leftovers(request.out_dir)
+        return _run_locked(request, lock_fd)
     finally:
         os.close(lock_fd)
 
@@ -430,33 +459,33 @@ def _refuse_leftovers(out_dir: Path) -> None:
         )
 
 
-def _run_locked(
-    zip_path: Path,
-    data_root: Path,
-    out_dir: Path,
-    time_limit_s: float,
-    python: str,
-    python_version: str,
-    force: bool,
-    copy_data: bool,
-    chosen: iso.Isolation,
-    limits: ZipLimits,
-    lock_fd: int,
-) -> RunResult:
-    """:func:`run_local` once ``OUT`` is locked."""
+def _run_locked(request: RunRequest, lock_fd: int) -> RunResult:
+    """:func:`run_local` once ``OUT`` is locked (``lock_fd``)."""
     folder, data_dir, chip_ids = create_sandbox(
-        zip_path, data_root, out_dir, force=force, copy_data=copy_data, limits=limits
+        request.zip_path,
+        request.data_root,
+        request.out_dir,
+        force=request.force,
+        copy_data=request.copy_data,
+        limits=request.limits,
     )
-    features = (data_root / "test_features").resolve()
-    watched = [features] + ([data_dir / "test_features"] if copy_data else [])
+    features = (request.data_root / "test_features").resolve()
+    watched = [features] + ([data_dir / "test_features"] if request.copy_data else [])
     before = {path: snapshot(path) for path in watched}
     env = build_env(folder, data_dir)
-    info = _run_info(zip_path, data_root, folder.code_dir, chip_ids, time_limit_s, python)
-    info["python"] = python_version
-    launch = plan_launch(chosen, folder, data_dir, None if copy_data else features, python, lock_fd)
+    info = _run_info(request, folder.code_dir, chip_ids)
+    mounted = None if request.copy_data else features
+    launch = plan_launch(request.isolation, folder, data_dir, mounted, request.python, lock_fd)
     logger.info("running main.py on %d chips (log: %s)", len(chip_ids), folder.log_path)
-    runtime_interpreter = _interpreter_kind(python)
-    wall_s = _execute(folder, env, info, launch, time_limit_s, chosen, runtime_interpreter)
+    wall_s = _execute(
+        folder,
+        env,
+        info,
+        launch,
+        request.time_limit_s,
+        request.isolation,
+        _interpreter_kind(request.python),
+    )
     info["main_summary"] = read_main_summary(folder.summary_path)
     problems = check_prediction_folder(folder.predictions_dir, chip_ids)
     problems += model_load_problems(info["main_summary"], folder.log_path)
