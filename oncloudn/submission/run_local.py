@@ -17,6 +17,7 @@ folder whose previous run still has a process alive is refused.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -133,11 +134,11 @@ class Launch:
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn``: SIGKILL this child when run-local dies (Linux only)."""
+def _die_with_parent(parent_pid: int) -> None:
+    """``preexec_fn``: SIGKILL this child when run-local (``parent_pid``) dies (Linux only)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # run-local died before the signal was armed
+    if os.getppid() != parent_pid:  # run-local died before the signal was armed
         os._exit(1)
 
 
@@ -160,7 +161,7 @@ def run_main(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=launch.pass_fds,
-            preexec_fn=_die_with_parent,  # run-local starts no threads of its own
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # no threads here
         )
         if launch.report_fd is not None:
             os.close(launch.pass_fds[-1])  # the pipe's write end lives on in the child only
