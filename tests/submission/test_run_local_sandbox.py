@@ -379,3 +379,26 @@ def test_kill_9_run_local(test_root: Path, tmp_path: Path, isolation: str) -> No
     time.sleep(0.5)
     assert {p.name: p.read_bytes() for p in result.predictions_dir.iterdir()} == written
     assert b"orphan" not in b"".join(written.values())
+
+
+def test_half_built_sandbox_never_runs_main_py(tmp_path: Path) -> None:
+    """A failed sandbox step (here: a data folder that does not exist) stops before exec."""
+    _namespaces_or_skip()
+    variant, _, probe = namespace_support()
+    assert probe["ok"] and probe["caps_dropped"] and probe["remount_rw_refused"]
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    spec = isolation_module.NamespaceSpec(
+        rw=[str(out)],
+        ro_binds=[[str(tmp_path / "absent"), str(out / "data")]],
+        tmpfs=[],
+        cwd=str(out),
+        argv=["/bin/sh", "-c", f"touch {out / 'ran'}"],
+    )
+    read_fd, write_fd = os.pipe()
+    command = isolation_module.namespace_command(variant, spec.to_json(write_fd))
+    done = subprocess.run(command, pass_fds=(write_fd,), capture_output=True, text=True)
+    os.close(write_fd)
+    report = isolation_module.read_report(read_fd)
+    assert done.returncode == 125 and not report["ok"] and "absent" in report["error"]
+    assert not (out / "ran").exists()
