@@ -10,7 +10,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-BENCH_MODULES: list[str] = []
+BENCH_MODULES: list[str] = ["oncloudn.cli.scene_commands"]
 """Modules with ``register_bench(subparsers)`` adding more ``bench`` sub-commands."""
 
 BENCH_EPILOG = """\

@@ -17,10 +17,12 @@ from oncloudn.errors import USER_ERRORS
 COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.demo_commands",
     "oncloudn.cli.data_commands",
+    "oncloudn.cli.download_commands",
     "oncloudn.cli.train_commands",
     "oncloudn.cli.distill_commands",
     "oncloudn.cli.nnunet_commands",
     "oncloudn.cli.predict_commands",
+    "oncloudn.cli.scene_commands",
     "oncloudn.cli.teacher_commands",
     "oncloudn.cli.models_commands",
     "oncloudn.cli.submission_commands",

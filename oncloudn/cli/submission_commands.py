@@ -193,7 +193,8 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
         choices=ISOLATION_MODES,
         default="auto",
         help="auto (Linux namespaces where available, else copy), namespaces (required), copy "
-        "(no isolation by the operating system); default: auto",
+        "(no isolation by the operating system); default: auto; --docker runs in a container "
+        "instead",
     )
     parser.add_argument(
         "--max-unzipped-gib",
@@ -208,6 +209,14 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
         help="interpreter that runs main.py, e.g. a Python 3.9 + torch 1.8 environment to match "
         "the runtime's versions (default: $ONCLOUDN_RUNTIME_PYTHON, else the environment of "
         "`oncloudn runtime-env install-python` when built, else this one)",
+    )
+    parser.add_argument(
+        "--docker",
+        nargs="?",
+        const="cpu",
+        choices=("cpu", "gpu"),
+        help="build the repository's Dockerfile (DrivenData's runtime image, cpu or gpu; "
+        "default cpu) and run the zip in it: data read-only, no network",
     )
     parser.add_argument("--force", action="store_true", help="replace an earlier run in OUT")
     parser.set_defaults(func=run_run_local)
@@ -225,18 +234,33 @@ def run_run_local(args: argparse.Namespace) -> int:
         raise SubmissionError("--record needs --labels: only scored runs go on the leaderboard")
     if not args.max_unzipped_gib > 0:
         raise SubmissionError(f"--max-unzipped-gib must be positive, got {args.max_unzipped_gib}")
-    result = run_local(
-        args.zip,
-        args.data_root,
-        args.out,
-        time_limit_s=args.time_limit,
-        force=args.force,
-        copy_data=args.copy_data,
-        python=args.python,
-        isolation=args.isolation,
-        zip_limits=ZipLimits(max_bytes=int(args.max_unzipped_gib * (1 << 30))),
-    )
-    print(summary_line(result.isolation))
+    if args.docker:
+        # lazy: keeps `oncloudn --help` fast
+        from oncloudn.submission.docker_run import run_local_docker
+
+        result = run_local_docker(
+            args.zip,
+            args.data_root,
+            args.out,
+            variant=args.docker,
+            time_limit_s=args.time_limit,
+            force=args.force,
+            copy_data=args.copy_data,
+            python=args.python,
+        )
+    else:
+        result = run_local(
+            args.zip,
+            args.data_root,
+            args.out,
+            time_limit_s=args.time_limit,
+            force=args.force,
+            copy_data=args.copy_data,
+            python=args.python,
+            isolation=args.isolation,
+            zip_limits=ZipLimits(max_bytes=int(args.max_unzipped_gib * (1 << 30))),
+        )
+        print(summary_line(result.isolation))
     print(
         f"main.py predicted {result.n_chips} chips in {result.wall_s:.1f} s "
         f"({result.chips_per_s:.2f} chips/s); predictions in {result.predictions_dir}"
