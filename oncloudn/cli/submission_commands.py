@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 from pathlib import Path
 
 from oncloudn.cli.arg_types import positive_float
 from oncloudn.errors import SubmissionError
+from oncloudn.submission.isolation import MODES as ISOLATION_MODES
 
 PACK_EPILOG = """\
 The zip holds main.py (the repository's submission/main.py) at its root, the runtime-safe
@@ -26,31 +26,38 @@ examples:
 RUN_LOCAL_EPILOG = """\
 DATA_ROOT is laid out like the runtime's /codeexecution/data: test_features/<chip_id>/B0X.tif
 and test_metadata.csv. OUT must be new or empty (--force replaces an earlier run-local
-output). main.py runs as `python main.py` in OUT/codeexecution with a time limit, the
-runtime's smp 0.2.1 when installed (`oncloudn runtime-env install`), and the runtime Python
-3.9 + torch 1.8 when built (`oncloudn runtime-env install-python`) or given with --python.
-Then the runtime's checks run on OUT/predictions, and OUT/run.json records the zip hash,
-model, timings and checks. With --labels the predictions are scored; --record adds the
+output); a folder whose earlier run still has a process alive is refused (a lock in OUT).
+The zip and DATA_ROOT are checked before OUT is touched. Unzipping is capped (bytes actually
+written, entries, compression ratio); links and paths leaving the folder are refused.
+main.py runs as `python main.py` in OUT/codeexecution with a time limit, the runtime's smp
+0.2.1 when installed (`oncloudn runtime-env install`), and the runtime Python 3.9 + torch 1.8
+when built (`oncloudn runtime-env install-python`) or given with --python. Then the
+runtime's checks run on OUT/predictions, and OUT/run.json records the zip hash, model,
+isolation, timings and checks. With --labels the predictions are scored; --record adds the
 score to the leaderboard.
 
-What run-local is NOT: a sandbox. Its guards are Python-level checks that catch honest
-mistakes, and code that means to can get past each of them:
-  imports   an import hook refuses modules the runtime lacks, onnxruntime/openvino and an
-            installed oncloudn when the zip's own code imports them plainly;
-  network   Python's socket.connect is patched to refuse connections (raw sockets,
-            subprocesses and other tricks are not stopped);
-  data      by default test_features is a symlink to YOUR data: a main.py can change your
-            files, and a write is only detected afterwards by size and modification time.
-            With --copy-data main.py gets a copy (read-only by file permissions, which
-            root ignores) and no path to your data; it still runs as you, so nothing
-            stops code that goes looking for your files elsewhere on the disk.
-Run only zips you trust, and zips you did not write with --copy-data.
+Isolation (--isolation, printed and recorded in run.json):
+  namespaces  Linux with unprivileged user namespaces (the default where available):
+              main.py runs in new user, network, mount and PID namespaces (util-linux
+              `unshare`): no network interface but a down loopback; the whole file system
+              read-only except OUT and fresh tmpfs on /tmp, /var/tmp, /dev/shm,
+              /run; your
+              test_features bind-mounted read-only; every capability dropped, so it cannot
+              remount anything; its processes die with run-local.
+  copy        no isolation by the operating system (macOS, Windows, kernels without user
+              namespaces, or asked for): main.py runs as you, with the network, on a copy
+              of the data made read-only by file permissions.
+  auto        namespaces where available, else copy (said plainly).
+In both, an import guard refuses modules the runtime lacks and Python's socket.connect:
+it catches honest mistakes only. The real limit on packages is an interpreter that holds
+only the runtime's packages (`runtime-env install-python`, or --python).
 Exit status: 0 when the checks pass, 1 when they fail, 2 when main.py fails or times out.
 
 examples:
   oncloudn run-local submission.zip data runs/local
   oncloudn run-local submission.zip data runs/local --labels data/test_labels --record
-  oncloudn run-local submission.zip data runs/local --time-limit 600 --force"""
+  oncloudn run-local submission.zip data runs/local --time-limit 600 --force
+  oncloudn run-local submission.zip data runs/local --isolation namespaces"""
 
 RUNTIME_ENV_EPILOG = """\
 Two environments with the competition runtime's versions, each built from an exact pinned
@@ -179,7 +186,9 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
         "run-local",
         help="run submission.zip like the competition runtime, check (and score) it",
         description="Unzip a submission, run its main.py like the competition runtime "
-        "(read-only data, no network, import guard, time limit), check the predictions "
+        "(on Linux inside namespaces: no network, read-only data and file system, no "
+        "capabilities; elsewhere on a read-only copy of the data; time limit), check the "
+        "predictions "
         "against the runtime's rules, and optionally score and record them.",
         epilog=RUN_LOCAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -201,8 +210,23 @@ def _register_run_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--copy-data",
         action="store_true",
-        help="give main.py a copy of test_features instead of a symlink to your data (use it "
-        "for zips you did not write)",
+        help="give main.py a read-only copy of test_features instead of a read-only mount of "
+        "your data (always so without namespaces)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        default="auto",
+        help="auto (Linux namespaces where available, else copy), namespaces (required), copy "
+        "(no isolation by the operating system); default: auto; --docker runs in a container "
+        "instead",
+    )
+    parser.add_argument(
+        "--max-unzipped-gib",
+        type=float,
+        default=8.0,
+        metavar="G",
+        help="refuse a zip that unzips to more than G GiB (default: 8)",
     )
     parser.add_argument(
         "--python",
@@ -227,25 +251,41 @@ def run_run_local(args: argparse.Namespace) -> int:
     """Run the zip; print the checks, timings and score; exit 1 when the checks fail."""
     # lazy: keeps `oncloudn --help` fast
     from oncloudn.scoring.run_scores import score_run
+    from oncloudn.submission.isolation import summary_line
     from oncloudn.submission.run_local import run_local
+    from oncloudn.submission.unzip import ZipLimits
 
     if args.record and args.labels is None:
         raise SubmissionError("--record needs --labels: only scored runs go on the leaderboard")
-    run = run_local
+    if not args.max_unzipped_gib > 0:
+        raise SubmissionError(f"--max-unzipped-gib must be positive, got {args.max_unzipped_gib}")
     if args.docker:
         # lazy: keeps `oncloudn --help` fast
         from oncloudn.submission.docker_run import run_local_docker
 
-        run = functools.partial(run_local_docker, variant=args.docker)
-    result = run(
-        args.zip,
-        args.data_root,
-        args.out,
-        time_limit_s=args.time_limit,
-        force=args.force,
-        copy_data=args.copy_data,
-        python=args.python,
-    )
+        result = run_local_docker(
+            args.zip,
+            args.data_root,
+            args.out,
+            variant=args.docker,
+            time_limit_s=args.time_limit,
+            force=args.force,
+            copy_data=args.copy_data,
+            python=args.python,
+        )
+    else:
+        result = run_local(
+            args.zip,
+            args.data_root,
+            args.out,
+            time_limit_s=args.time_limit,
+            force=args.force,
+            copy_data=args.copy_data,
+            python=args.python,
+            isolation=args.isolation,
+            zip_limits=ZipLimits(max_bytes=int(args.max_unzipped_gib * (1 << 30))),
+        )
+        print(summary_line(result.isolation))
     print(
         f"main.py predicted {result.n_chips} chips in {result.wall_s:.1f} s "
         f"({result.chips_per_s:.2f} chips/s); predictions in {result.predictions_dir}"

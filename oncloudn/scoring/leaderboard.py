@@ -117,6 +117,21 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _open_for_reading(db_path: Path) -> sqlite3.Connection:
+    """A connection that reads the board without creating it.
+
+    Read-only, unless a rollback journal lies beside the database: a writer killed
+    mid-transaction leaves a "hot" journal that only a read-write connection can roll back
+    (a read-only one fails with "attempt to write a readonly database"), so the board is
+    then opened read-write (when the file and its folder are writable) and SQLite rolls the
+    interrupted transaction back on the first read.
+    """
+    journal = Path(f"{db_path}-journal")
+    writable = os.access(db_path, os.W_OK) and os.access(db_path.parent, os.W_OK)
+    mode = "rw" if journal.exists() and writable else "ro"
+    return sqlite3.connect(f"file:{db_path}?mode={mode}", uri=True, timeout=30)
+
+
 def record_run(db_path: str | Path, report: ScoreReport, info: dict | None = None) -> int:
     """Store one scored run, atomically (a single transaction).
 
@@ -209,7 +224,7 @@ def leaderboard(db_path: str | Path, limit: int | None = None) -> pd.DataFrame:
         raise DataError(f"limit must be at least 1, got {limit}")
     if not db_path.is_file():
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
+    with closing(_open_for_reading(db_path)) as connection:
         if not _has_runs_table(connection):
             return pd.DataFrame(columns=TABLE_COLUMNS)
         query = (
@@ -232,7 +247,7 @@ def get_run(db_path: str | Path, run_id: int) -> dict:
     db_path = Path(db_path)
     if not db_path.is_file():
         raise DataError(f"leaderboard {db_path} does not exist")
-    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
+    with closing(_open_for_reading(db_path)) as connection:
         connection.row_factory = sqlite3.Row
         row = (
             connection.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

@@ -13,15 +13,15 @@ Before writing, every manifest is read, the runtime's ability to run each model 
 backend; network registry; smp pairs verified under smp 0.2.1; no ONNX/OpenVINO weight
 files), and the model is built once and run on a small input. Entries are written in a
 fixed order with a fixed timestamp, so the same inputs give the same zip (and SHA-256). The
-zip is written to a temporary file and renamed into place.
+model copy and the zip are staged in ``<zip folder>/.oncloudn-staging/`` (locked while the
+run lives; a later ``pack`` removes what a killed one left there) and the finished zip is
+renamed into place.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,11 +43,11 @@ from oncloudn.models.folder import (
 )
 from oncloudn.models.kinds import register_library_kinds
 from oncloudn.runtime import loader
-from oncloudn.runtime.atomic import atomic_path
 from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
 from oncloudn.runtime.networks import NETWORKS, RUNTIME_VERIFIED_SMP, smp_pair
 from oncloudn.runtime.tta import resolve_views
+from oncloudn.submission.staging import staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -351,8 +351,8 @@ def pack_submission(
     if problems:
         raise SubmissionError("cannot pack: " + "; ".join(problems))
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pack-", dir=out_zip.parent) as staging:
-        model_dir = stage_model(model_dirs, Path(staging) / MODEL_ARCNAME, ensemble_weights)
+    with staging_folder(out_zip.parent, "pack") as staging:
+        model_dir = stage_model(model_dirs, staging / MODEL_ARCNAME, ensemble_weights)
         apply_overrides(model_dir, tta=tta, threshold=threshold)
         validate_model(model_dir)
         items = _zip_items(model_dir)
@@ -360,9 +360,9 @@ def pack_submission(
         if problems:
             raise SubmissionError("cannot pack: " + "; ".join(problems))
         summary = describe_model_folder(model_dir)
-        with atomic_path(out_zip) as temp_zip:
-            _write_zip(Path(temp_zip), items)
-        shutil.rmtree(model_dir, ignore_errors=True)
+        temp_zip = staging / out_zip.name
+        _write_zip(temp_zip, items)
+        os.replace(temp_zip, out_zip)
     return describe_zip(out_zip, model=summary)
 
 

@@ -21,6 +21,13 @@ STAC access is not emulated). ``ONCLOUDN_ALLOW_NETWORK=1`` lifts that rule.
 Limits: a module already imported by an allowed package (cached in ``sys.modules``) is not
 re-checked when the submission imports it later; versions are not emulated (the host's torch
 and numpy run, only smp/timm can be pinned with ``oncloudn runtime-env install``).
+
+This guard catches honest mistakes only. Code that means to gets past any Python hook
+(``pkgutil.resolve_name``, ``exec`` of compiled code, loading a file by path, ``_socket``,
+``connect_ex``, ``python -I`` subprocesses, ``ctypes``). What holds against such code is the
+operating system: run-local's Linux namespaces (no network, read-only file system), and an
+interpreter whose environment holds only the runtime's packages (``--python``,
+``oncloudn runtime-env install-python``).
 """
 
 import os
