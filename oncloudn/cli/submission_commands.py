@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -309,13 +310,27 @@ def run_run_local(args: argparse.Namespace) -> int:
         )
         scores = scored.scores
         print(
-            f"Jaccard {scores['jaccard']:.4f} over {scores['n_chips']} chips "
-            f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
+            f"Jaccard {score_text(scores['jaccard'])} over {scores['n_chips']} chips "
+            f"(precision {score_text(scores['precision'])}, recall {score_text(scores['recall'])})"
         )
         if scored.run_id is not None:
             print(f"recorded as leaderboard run {scored.run_id}")
     print(f"run record: {result.run_json}")
     return 0 if result.passed else 1
+
+
+def score_text(value: float | None) -> str:
+    """A score with 4 decimals, or ``undefined`` (e.g. precision when nothing is cloud).
+
+    Args:
+        value: The score; ``None`` or ``nan`` when the metric is undefined.
+
+    Returns:
+        The text to print.
+    """
+    if value is None or math.isnan(value):
+        return "undefined"
+    return f"{value:.4f}"
 
 
 def _register_runtime_env(subparsers: argparse._SubParsersAction) -> None:

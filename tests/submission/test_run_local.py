@@ -16,6 +16,7 @@ import torch
 from toydata import write_toy_dataset
 
 from oncloudn.cli.main import main
+from oncloudn.cli.submission_commands import score_text
 from oncloudn.errors import DataError, SubmissionError
 from oncloudn.models.builders import make_threshold_folder
 from oncloudn.models.folder import save_model_folder
@@ -274,3 +275,9 @@ def test_zip_runs_on_the_runtime_python(test_root: Path, tmp_path: Path) -> None
     assert result.passed, result.problems
     info = json.loads(result.run_json.read_text())
     assert info["python"].startswith("3.9") and info["main_summary"]["n_fallback"] == 0
+
+
+def test_undefined_scores_print_as_undefined() -> None:
+    assert score_text(0.12345) == "0.1235"
+    assert score_text(None) == "undefined"  # precision of a run that marks no cloud
+    assert score_text(float("nan")) == "undefined"
