@@ -8,6 +8,11 @@ submission). Exit status 0 when every chip has a file.
 Paths default to the runtime's (``/codeexecution/data``, ``/codeexecution/predictions``) and
 can be overridden by arguments or the environment variables ``ONCLOUDN_DATA_DIR``,
 ``ONCLOUDN_PREDICTIONS_DIR``, ``ONCLOUDN_MODEL_DIR`` and ``ONCLOUDN_TIME_BUDGET_S``.
+On a CPU the model runs on the fast path (``oncloudn/runtime/fast.py``: batch norms folded,
+oneDNN layout on torch 1.8, checked against the plain model before use; ``--fast off`` or
+``ONCLOUDN_FAST=off`` turns it off) with torch's threads sized to the CPUs the process may use
+(``--threads`` / ``ONCLOUDN_THREADS``); one thread reads the next batch and one writes masks
+behind the forward pass.
 ``--summary PATH`` (or ``ONCLOUDN_SUMMARY_PATH``) also writes the final summary as JSON,
 atomically, to a path outside the predictions folder (``oncloudn run-local`` reads it);
 the runtime sets neither, so nothing is written there.
@@ -26,13 +31,16 @@ import torch  # noqa: E402
 
 from oncloudn.runtime.atomic import atomic_write_json  # noqa: E402
 from oncloudn.runtime.chipio import CHIP_SIZE, list_chip_ids  # noqa: E402
+from oncloudn.runtime.fast import FAST_LAYOUTS, accelerate_model, default_batch_size  # noqa: E402
 from oncloudn.runtime.loader import load_model  # noqa: E402
 from oncloudn.runtime.models import threshold_model  # noqa: E402
 from oncloudn.runtime.predict import __file__ as predict_file  # noqa: E402
 from oncloudn.runtime.predict import predict_chips  # noqa: E402
+from oncloudn.runtime.threads import configure_threads  # noqa: E402
 
 LOGGER = logging.getLogger("main")
 DEFAULT_TIME_BUDGET_S = 3 * 3600.0  # the runtime allows about 4 hours in all
+READ_AHEAD_WORKERS = 1  # reading a chip takes ~5 ms; more threads only compete with torch's
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default=None, help="default: cuda when available")
+    parser.add_argument(
+        "--fast",
+        default=env("ONCLOUDN_FAST", "auto"),
+        choices=FAST_LAYOUTS,
+        help="fast-path layout of the network (default auto; off: the plain model)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(env("ONCLOUDN_THREADS", "0") or 0),
+        help="torch CPU threads (default 0: the CPUs this process may use)",
+    )
     parser.add_argument(
         "--summary",
         default=env("ONCLOUDN_SUMMARY_PATH", "") or None,
@@ -106,6 +126,8 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
+    else:
+        configure_threads(args.threads or None)
     features_dir = os.path.join(args.data_dir, "test_features")
     chip_ids = list_chip_ids(features_dir)
     log_metadata(args.data_dir, chip_ids)
@@ -117,7 +139,8 @@ def main(argv=None) -> int:
         LOGGER.exception("cannot load model folder %s; using the threshold rule", model_dir)
         model_error = f"{type(error).__name__}: {error}"
         model = threshold_model().to(device)
-    batch_size = args.batch_size or (8 if device.startswith("cuda") else 2)
+    model, layout = accelerate_model(model, device, args.fast)
+    batch_size = args.batch_size or default_batch_size(device)
     summary = predict_chips(
         model,
         features_dir,
@@ -126,8 +149,10 @@ def main(argv=None) -> int:
         batch_size=batch_size,
         device=device,
         time_budget_s=args.time_budget or None,
+        num_workers=READ_AHEAD_WORKERS,
         chip_size=CHIP_SIZE,  # the runtime's rule: every mask is 512 x 512
     )
+    summary["fast_layout"] = layout
     missing = [
         c for c in chip_ids if not os.path.exists(os.path.join(args.predictions_dir, c + ".tif"))
     ]

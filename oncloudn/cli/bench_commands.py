@@ -1,4 +1,4 @@
-"""``bench``: a group of benchmarks (``bench train CONFIG`` today; more can register).
+"""``bench``: a group of benchmarks (``bench train CONFIG``, ``read``, ``predict``, ``zip``...).
 
 Other sub-benchmarks add themselves by appending a module to ``BENCH_MODULES``; each exposes
 ``register_bench(bench_subparsers)`` adding its parser with ``func=``.
@@ -10,12 +10,18 @@ import argparse
 import importlib
 from pathlib import Path
 
-BENCH_MODULES: list[str] = ["oncloudn.cli.scene_commands"]
+BENCH_MODULES: list[str] = [
+    "oncloudn.cli.bench_speed_commands",  # bench read, bench predict, bench zip
+    "oncloudn.cli.scene_commands",  # bench scene
+]
 """Modules with ``register_bench(subparsers)`` adding more ``bench`` sub-commands."""
 
 BENCH_EPILOG = """\
 examples:
   oncloudn bench train configs/tiny_cpu.yaml --steps 5
+  oncloudn bench read data/test_features
+  oncloudn bench predict runs/student/fold_0 data/test_features --json bench.json
+  oncloudn bench zip submission.zip data
   oncloudn bench train configs/benchmark_resnet34.yaml --steps 2 --batch-size 2 \\
       --set trainer.device=cpu"""
 

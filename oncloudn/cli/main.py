@@ -26,6 +26,7 @@ COMMAND_MODULES = [  # in pipeline order, as `oncloudn --help` lists them
     "oncloudn.cli.teacher_commands",
     "oncloudn.cli.models_commands",
     "oncloudn.cli.sweep_commands",
+    "oncloudn.cli.export_commands",
     "oncloudn.cli.submission_commands",
     "oncloudn.cli.score_commands",
     "oncloudn.cli.bench_commands",

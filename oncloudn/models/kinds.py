@@ -32,6 +32,7 @@ from oncloudn.runtime.manifest import path_inside
 LIBRARY_KIND_MODULES = (
     "oncloudn.models.onnx_model",  # kind "onnx": ONNX Runtime sessions (e.g. ukis-csmask)
     "oncloudn.models.nnunet_model",  # kind "nnunet": nnU-Net v2 trained models (teachers)
+    "oncloudn.models.openvino_model",  # kind "openvino": exported IR (oncloudn export openvino)
 )
 
 ParameterCounter = Callable[[str | os.PathLike], "int | None"]
@@ -44,7 +45,14 @@ def _count_onnx(path: str | os.PathLike) -> int | None:
     return count_onnx_parameters(path)
 
 
-PARAMETER_COUNTERS: dict[str, ParameterCounter] = {"onnx": _count_onnx}
+def _count_openvino(path: str | os.PathLike) -> int | None:
+    # lazy: openvino_model is only needed to count an IR
+    from oncloudn.models.openvino_model import count_openvino_parameters
+
+    return count_openvino_parameters(path)
+
+
+PARAMETER_COUNTERS: dict[str, ParameterCounter] = {"onnx": _count_onnx, "openvino": _count_openvino}
 """Kind -> counter of the values in its weights file (``None`` when it cannot tell)."""
 
 
@@ -68,8 +76,16 @@ def _nnunet_files(folder: Path, options: Mapping[str, Any]) -> list[Path]:
     return sorted(p.relative_to(folder) for p in root.rglob("*") if p.is_file())
 
 
+def _openvino_files(folder: Path, options: Mapping[str, Any]) -> list[Path]:
+    """The IR's ``.bin`` weights beside the ``.xml`` the manifest names."""
+    return sorted(p.relative_to(folder) for p in Path(folder).glob("*.bin") if p.is_file())
+
+
 FileLister = Callable[[Path, Mapping[str, Any]], list[Path]]
-EXTRA_MODEL_FILES: dict[str, FileLister] = {"nnunet": _nnunet_files}
+EXTRA_MODEL_FILES: dict[str, FileLister] = {
+    "nnunet": _nnunet_files,
+    "openvino": _openvino_files,
+}
 """Kind -> the files beyond its weights that its folders hold (relative paths), so copying,
 ensembles and ``pack`` carry them: ``lister(folder, manifest.options)``."""
 

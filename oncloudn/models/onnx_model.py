@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ _TINY = 1e-30
 class OnnxOptions:
     """The ``onnx`` kind's manifest ``options`` (see the module docstring)."""
 
+    kind_name: ClassVar[str] = KIND
     input_name: str | None = None
     output_name: str | None = None
     tile_size: int | None = None
@@ -81,7 +82,8 @@ class OnnxOptions:
         unknown = sorted(set(manifest.options) - set(names))
         if unknown:
             raise ConfigError(
-                f"{source}: kind 'onnx' does not take options {unknown}; valid: {', '.join(names)}"
+                f"{source}: kind {cls.kind_name!r} does not take options {unknown}; valid: "
+                f"{', '.join(names)}"
             )
         values = dict(manifest.options)
         for key in ("cloud_channels", "clear_channels"):

@@ -18,6 +18,7 @@ fallback rule if time is nearly out.
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ DEADLINE_FRACTION = 0.97
 WARMUP_BATCHES = 2
 # Log progress every this many chips.
 LOG_EVERY = 500
+# Writes queued behind the forward pass before the main thread waits for the oldest.
+MAX_PENDING_WRITES = 16
 
 
 def predict_batch(
@@ -120,6 +123,8 @@ class _Run:
         self.failed: dict[str, str] = {}
         self.events: list[str] = []
         self.deadline_hit = False
+        self.writer: Optional[ThreadPoolExecutor] = None
+        self.pending_writes: deque = deque()
 
     def _make_probability_fn(self):
         if self.fixed_fn is not None or self.model is None:
@@ -134,6 +139,23 @@ class _Run:
         return time.monotonic() - self.start
 
     def write(
+        self, chip_id: str, mask: np.ndarray, profile: Optional[dict], probability=None
+    ) -> None:
+        """Write the chip's files: in the writer thread when there is one, else now.
+
+        One writer thread keeps the order and the book-keeping of :meth:`write_now`
+        serial; at most ``MAX_PENDING_WRITES`` writes wait behind the forward pass.
+        """
+        if self.writer is None:
+            self.write_now(chip_id, mask, profile, probability)
+            return
+        self.pending_writes.append(
+            self.writer.submit(self.write_now, chip_id, mask, profile, probability)
+        )
+        while len(self.pending_writes) > MAX_PENDING_WRITES:
+            self.pending_writes.popleft().result()
+
+    def write_now(
         self, chip_id: str, mask: np.ndarray, profile: Optional[dict], probability=None
     ) -> None:
         """Write the chip's mask (and probability; the mask as float32 where there is none)."""
@@ -319,6 +341,7 @@ def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progr
     next_log = LOG_EVERY
     chips_done = 0
     pool = ThreadPoolExecutor(num_workers) if num_workers > 0 and model is not None else None
+    run.writer = ThreadPoolExecutor(1) if num_workers > 0 else None
     try:
         pending = _start_reads(pool, run, batches[0]) if batches and model is not None else []
         for index, batch in enumerate(batches):
@@ -342,6 +365,10 @@ def _run_batches(run: _Run, batches: list, n_chips: int, num_workers: int, progr
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        if run.writer is not None:
+            run.writer.shutdown(wait=True)  # every queued write finishes (write_now never raises)
+            run.writer = None
+            run.pending_writes.clear()
 
 
 def predict_chips(
@@ -378,7 +405,8 @@ def predict_chips(
         write_probabilities: Also write float32 probability maps (to ``probabilities_dir``,
             default ``<out_dir>_probabilities``; never into ``out_dir``).
         probabilities_dir: See ``write_probabilities``.
-        num_workers: Threads reading the next batch while this one is predicted (0: none).
+        num_workers: Threads reading the next batch while this one is predicted; with any,
+            one more thread writes finished chips behind the forward pass (0: neither).
         chip_size: The side every chip must have (``main.py``: 512); others fall back.
             ``None`` predicts any size the network accepts (padded to its stride).
         views: TTA views overriding the manifest's.
