@@ -57,11 +57,8 @@ def test_student_learns_from_unlabelled_chips_of_training_locations_only(
     assert (labelled["fold_x"] == labelled["fold_y"]).all()
     assert set(unlabelled["chip_id"]) <= set(student_folds["chip_id"])
     val_locations = set(teacher_folds.loc[teacher_folds["fold"] == 0, "location"])
-    excluded = {
-        line
-        for line in (out / "models" / "student" / "exclude_unlabelled.txt").read_text().split()
-        if not line.startswith("#")
-    }
+    lines = (out / "models" / "student" / "exclude_unlabelled.txt").read_text().splitlines()
+    excluded = {line for line in lines if line and not line.startswith("#")}
     at_val = set(unlabelled.loc[unlabelled["location"].isin(val_locations), "chip_id"])
     assert excluded == at_val
 
