@@ -87,7 +87,9 @@ def student_folds(
 
     Every labelled chip keeps the teacher's fold; an unlabelled chip takes the fold of its
     location. Unlabelled chips at the validation fold's locations (or at a location the
-    teacher's folds do not know) are excluded, as are none of the labelled chips.
+    teacher's folds do not know) go on an exclude list; no labelled chip is excluded. An
+    unlabelled chip whose id a labelled chip already has is left out (the catalog reads the
+    labelled one).
 
     Args:
         teacher_folds: The teacher's ``folds.csv``.
