@@ -45,7 +45,7 @@ LAYERS = {
     "teachers": 5,  # planned: nnU-Net / ONNX teachers, beside training and inference
     "export": 5,  # planned: ONNX / OpenVINO export
     "submission": 6,  # pack, the run-local sandbox and run
-    "demo": 7,  # oncloudn/demo.py drives data .. submission; only the CLI calls it
+    "demo": 7,  # oncloudn/demo/ drives data .. submission; only the CLI calls it
     "notebook": 7,  # oncloudn/notebook.py: what notebooks/*.ipynb call (demo-level helpers)
     "cli": 8,
 }
