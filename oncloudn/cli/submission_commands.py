@@ -286,7 +286,7 @@ def run_run_local(args: argparse.Namespace) -> int:
             isolation=args.isolation,
             zip_limits=ZipLimits(max_bytes=int(args.max_unzipped_gib * (1 << 30))),
         )
-        print(summary_line(result.isolation))
+    print(summary_line(result.isolation))
     print(
         f"main.py predicted {result.n_chips} chips in {result.wall_s:.1f} s "
         f"({result.chips_per_s:.2f} chips/s); predictions in {result.predictions_dir}"

@@ -28,17 +28,16 @@ import shutil
 import subprocess
 import tarfile
 import time
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncloudn.errors import DataError, SubmissionError
+from oncloudn.errors import SubmissionError
 from oncloudn.hashing import sha256_file
 from oncloudn.runtime.atomic import atomic_write_json
-from oncloudn.runtime.chipio import list_chip_ids
 from oncloudn.scoring.checks import check_prediction_folder
 from oncloudn.scoring.leaderboard import RUN_INFO_NAME
-from oncloudn.submission.pack import check_zip_entries
+from oncloudn.submission.run_local import RunResult, log_tail
+from oncloudn.submission.sandbox import check_inputs, prepare_out_dir
+from oncloudn.submission.unzip import ZipLimits
 
 logger = logging.getLogger(__name__)
 
@@ -51,37 +50,7 @@ SUBMISSION_DIR = "submission"
 PREDICTIONS_DIR = "predictions"
 DOCKER_LOG = "docker.log"
 OUR_ENTRIES = (SUBMISSION_DIR, PREDICTIONS_DIR, DOCKER_LOG, RUN_INFO_NAME)
-LOG_TAIL_LINES = 15
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class DockerRunResult:
-    """Outcome of :func:`run_local_docker` (the same fields as ``run_local``'s result).
-
-    Attributes:
-        out_dir: The run folder.
-        predictions_dir: ``OUT/predictions``.
-        run_json: ``OUT/run.json``.
-        passed: Whether the predictions pass the runtime's checks.
-        problems: The broken rules (empty when passed).
-        n_chips: Chips in ``test_features``.
-        chip_ids: Those chips.
-        wall_s: Seconds ``docker run`` took (image start, unzip, main.py, checks, tar).
-        chips_per_s: Throughput over ``wall_s``.
-        image: The image tag that ran.
-    """
-
-    out_dir: Path
-    predictions_dir: Path
-    run_json: Path
-    passed: bool
-    problems: list[str] = field(default_factory=list)
-    n_chips: int = 0
-    chip_ids: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
-    chips_per_s: float = 0.0
-    image: str = ""
 
 
 def check_variant(variant: str) -> str:
@@ -188,61 +157,11 @@ def find_docker(docker: str | None = None) -> str:
     return found
 
 
-def prepare_docker_out(out_dir: Path, force: bool = False) -> None:
-    """Create ``out_dir``; with ``force`` clear an earlier ``--docker`` run from it.
-
-    Raises:
-        SubmissionError: ``out_dir`` is not empty and ``force`` is off, or it holds entries
-            this command did not create.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    existing = sorted(p.name for p in out_dir.iterdir())
-    if existing and not force:
-        raise SubmissionError(
-            f"{out_dir} is not empty ({', '.join(existing[:5])}); choose a new folder or pass "
-            "--force to replace an earlier run-local output"
-        )
-    foreign = [name for name in existing if name not in OUR_ENTRIES]
-    if foreign:
-        raise SubmissionError(
-            f"{out_dir} holds entries run-local --docker did not create "
-            f"({', '.join(foreign[:5])}); refusing to clear it even with --force"
-        )
-    for name in existing:
-        path = out_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def _check_inputs(zip_path: Path, data_root: Path) -> list[str]:
-    """The chip ids to expect, after checking the zip's entries and the data root."""
+    """The chip ids to expect, after run-local's checks of the zip and the data root."""
     if not zip_path.is_file():
         raise SubmissionError(f"{zip_path} does not exist; build it with `oncloudn pack`")
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            problems = check_zip_entries(archive.namelist())
-    except zipfile.BadZipFile as error:
-        raise SubmissionError(f"{zip_path} is not a zip file ({error})") from error
-    if problems:
-        raise SubmissionError(f"{zip_path}: {'; '.join(problems)}")
-    features = data_root / "test_features"
-    if not features.is_dir():
-        raise DataError(
-            f"{data_root} has no test_features/ folder; give a dataset root laid out like "
-            "/codeexecution/data (test_features/<chip_id>/B0X.tif, test_metadata.csv)"
-        )
-    chip_ids = list_chip_ids(str(features))
-    if not chip_ids:
-        raise DataError(f"{features} holds no chip folders")
-    return chip_ids
-
-
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    if not path.is_file():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return check_inputs(zip_path, data_root, ZipLimits())
 
 
 def _run_logged(argv: list[str], log_path: Path, timeout_s: float | None = None) -> int:
@@ -290,7 +209,7 @@ def run_local_docker(
     docker: str | None = None,
     copy_data: bool = False,
     python: str | None = None,
-) -> DockerRunResult:
+) -> RunResult:
     """Build the runtime image and run a zip in it, then check its predictions on the host.
 
     Args:
@@ -324,7 +243,7 @@ def run_local_docker(
     chip_ids = _check_inputs(zip_path, data_root)
     docker = find_docker(docker)
     context = find_docker_context()
-    prepare_docker_out(out, force=force)
+    prepare_out_dir(out, force=force, owned=OUR_ENTRIES, tool="run-local --docker")
     submission_dir = out / SUBMISSION_DIR
     submission_dir.mkdir()
     shutil.copyfile(zip_path, submission_dir / "submission.zip")
@@ -341,6 +260,7 @@ def run_local_docker(
         "data_root": str(data_root),
         "n_chips": len(chip_ids),
         "image": image_tag(variant),
+        "isolation": docker_isolation(variant),
         "docker_build": build,
         "docker_run": run,
         "time_limit_s": time_limit_s,
@@ -349,7 +269,7 @@ def run_local_docker(
     logger.info("building %s (log: %s)", image_tag(variant), log_path)
     if _run_logged(build, log_path) != 0:
         raise SubmissionError(
-            f"docker build failed; last lines of {log_path}:\n{_log_tail(log_path)}"
+            f"docker build failed; last lines of {log_path}:\n{log_tail(log_path)}"
         )
     wall_s = _run_container(run, name, docker, log_path, time_limit_s, info, run_json)
     predictions_dir = out / PREDICTIONS_DIR
@@ -361,7 +281,7 @@ def run_local_docker(
         checks={"passed": not problems, "problems": problems},
     )
     atomic_write_json(run_json, info, default=str)
-    return DockerRunResult(
+    return RunResult(
         out_dir=out,
         predictions_dir=predictions_dir,
         run_json=run_json,
@@ -371,8 +291,19 @@ def run_local_docker(
         chip_ids=chip_ids,
         wall_s=wall_s,
         chips_per_s=info["chips_per_s"] or 0.0,
-        image=image_tag(variant),
+        isolation=docker_isolation(variant),
     )
+
+
+def docker_isolation(variant: str) -> dict[str, str]:
+    """``run.json``'s ``isolation`` record of a ``--docker`` run."""
+    return {
+        "mode": "docker",
+        "image": image_tag(variant),
+        "network": "none",
+        "data": "test_features and test_metadata.csv mounted read-only",
+        "interpreter": "the image's own Python 3.9 conda environment",
+    }
 
 
 def _run_container(
@@ -401,7 +332,7 @@ def _run_container(
     if returncode != 0:
         message = (
             f"the container exited with status {returncode} after {wall_s:.1f} s (main.py or "
-            f"the checks failed); last lines of {log_path}:\n{_log_tail(log_path)}"
+            f"the checks failed); last lines of {log_path}:\n{log_tail(log_path)}"
         )
         atomic_write_json(run_json, {**info, "returncode": returncode, "error": message}, str)
         raise SubmissionError(message)

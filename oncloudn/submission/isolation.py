@@ -243,6 +243,11 @@ def describe(
 
 def summary_line(record: dict[str, Any]) -> str:
     """One line for the terminal: what was isolated, by what."""
+    if record["mode"] == "docker":
+        return (
+            f"isolation: Docker image {record['image']} (network {record['network']}, "
+            f"{record['data']}); interpreter: {record['interpreter']}"
+        )
     if record["mode"] == "namespaces":
         facts = [
             "no network" if record["network_namespace"] else "NETWORK OPEN",

@@ -88,8 +88,19 @@ class RunFolder:
         )
 
 
-def check_out_dir(out_dir: Path, force: bool = False) -> list[str]:
+def check_out_dir(
+    out_dir: Path,
+    force: bool = False,
+    owned: tuple[str, ...] = OUR_ENTRIES,
+    tool: str = "run-local",
+) -> list[str]:
     """The names :func:`prepare_out_dir` would clear (nothing is changed).
+
+    Args:
+        out_dir: The run folder.
+        force: Whether an earlier run's entries may be cleared.
+        owned: The entries the tool itself creates in ``out_dir``.
+        tool: The command named in messages.
 
     Raises:
         SubmissionError: ``out_dir`` is not empty and ``force`` is off, or it holds entries
@@ -98,31 +109,36 @@ def check_out_dir(out_dir: Path, force: bool = False) -> list[str]:
     if not out_dir.exists():
         return []
     if not out_dir.is_dir():
-        raise SubmissionError(f"{out_dir} is a file; run-local needs a folder for its output")
+        raise SubmissionError(f"{out_dir} is a file; {tool} needs a folder for its output")
     existing = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME)
     if existing and not force:
         raise SubmissionError(
             f"{out_dir} is not empty ({', '.join(existing[:5])}); choose a new folder or pass "
             "--force to replace an earlier run-local output"
         )
-    foreign = [name for name in existing if name not in OUR_ENTRIES]
+    foreign = [name for name in existing if name not in owned]
     if foreign:
         raise SubmissionError(
-            f"{out_dir} holds entries run-local did not create ({', '.join(foreign[:5])}); "
+            f"{out_dir} holds entries {tool} did not create ({', '.join(foreign[:5])}); "
             "refusing to clear it even with --force; choose another folder"
         )
     return existing
 
 
-def prepare_out_dir(out_dir: Path, force: bool = False) -> None:
+def prepare_out_dir(
+    out_dir: Path,
+    force: bool = False,
+    owned: tuple[str, ...] = OUR_ENTRIES,
+    tool: str = "run-local",
+) -> None:
     """Create ``out_dir``; with ``force`` clear this tool's entries from an earlier run.
 
     The lock file is kept (another process may hold it open).
 
     Raises:
-        SubmissionError: See :func:`check_out_dir`.
+        SubmissionError: See :func:`check_out_dir` (same arguments).
     """
-    existing = check_out_dir(out_dir, force=force)
+    existing = check_out_dir(out_dir, force=force, owned=owned, tool=tool)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in existing:
         _remove(out_dir / name)
