@@ -27,7 +27,7 @@ import numpy as np
 from oncloudn.errors import ConfigError
 from oncloudn.models.onnx_model import OnnxModel, OnnxOptions, _check_session
 from oncloudn.runtime import loader
-from oncloudn.runtime.manifest import Manifest
+from oncloudn.runtime.manifest import Manifest, path_inside
 
 KIND = "openvino"
 REASON = (
@@ -125,8 +125,15 @@ def load_openvino(folder: str, manifest: Manifest, device: str = "cpu") -> OnnxM
     source = os.path.join(folder, "manifest.json")
     if not manifest.weights or not manifest.weights.endswith(".xml"):
         raise ConfigError(f"{source}: an 'openvino' manifest must name its .xml IR in 'weights'")
-    path = os.path.join(folder, manifest.weights)
+    try:
+        path = path_inside(folder, manifest.weights, "weights")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     bin_path = os.path.splitext(path)[0] + BIN_SUFFIX
+    try:  # the .bin beside the .xml: a link out of the folder is refused too
+        path_inside(folder, os.path.relpath(bin_path, folder), "weights (.bin)")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for needed in (path, bin_path):
         if not os.path.isfile(needed):
             raise FileNotFoundError(f"{folder}: OpenVINO file {needed} is missing")

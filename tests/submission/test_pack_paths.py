@@ -14,6 +14,7 @@ from oncloudn.cli.main import main
 from oncloudn.errors import ConfigError
 from oncloudn.models.builders import make_ensemble_folder, make_threshold_folder
 from oncloudn.models.folder import copy_model_folder, model_files, save_model_folder
+from oncloudn.models.openvino_model import load_openvino
 from oncloudn.runtime.loader import load_model
 from oncloudn.runtime.manifest import Manifest, read_manifest, write_manifest
 from oncloudn.runtime.networks import build_network
@@ -124,3 +125,15 @@ def test_links_inside_the_folder_still_pack(tmp_path: Path) -> None:
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
     assert "model/weights.pt" in names and not [n for n in names if ".." in n]
+
+
+@pytest.mark.parametrize("weights", ["../outside/model.xml", "/abs/model.xml"])
+def test_openvino_weights_outside_the_folder_are_refused(tmp_path: Path, weights: str) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "model.xml").write_text("<net/>")
+    (tmp_path / "outside" / "model.bin").write_bytes(b"")
+    folder = tmp_path / "ir"
+    folder.mkdir()
+    manifest = Manifest(kind="openvino", weights=weights)
+    with pytest.raises(ConfigError, match="weights"):
+        load_openvino(str(folder), manifest)
