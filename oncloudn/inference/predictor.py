@@ -58,7 +58,7 @@ def parse_tta(tta: str | Sequence[str] | None) -> list[str] | None:
         raise ConfigError(str(error)) from None
 
 
-def _autocast_context(device: str, amp: bool):
+def autocast_context(device: str, amp: bool):
     """A context factory for CUDA float16 autocast, or ``None`` (CPU, or AMP off)."""
     if not (amp and device.startswith("cuda")):
         return None
@@ -134,7 +134,7 @@ def predict_folder(
             device=device,
             num_workers=num_workers,
             views=views,
-            context=_autocast_context(device, amp),
+            context=autocast_context(device, amp),
             write_masks=not probabilities,
             write_probabilities=probabilities,
             probabilities_dir=str(out_dir) if probabilities else None,

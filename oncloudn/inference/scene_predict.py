@@ -40,7 +40,7 @@ import rasterio
 from tqdm import tqdm
 
 from oncloudn.errors import ConfigError
-from oncloudn.inference.predictor import _autocast_context, parse_tta, resolve_device
+from oncloudn.inference.predictor import autocast_context, parse_tta, resolve_device
 from oncloudn.inference.scene_blend import RowBlender
 from oncloudn.inference.scene_output import SceneWriter
 from oncloudn.inference.scene_postprocess import postprocess_scene, strips
@@ -156,9 +156,7 @@ class _WindowPredictor:
         self.source, self.grid, self.options, self.timer = source, grid, options, timer
         self.device = device
         self.multiple = input_multiple(model)
-        self.probability_fn = model_probability_fn(
-            model, views, _autocast_context(device, amp=True)
-        )
+        self.probability_fn = model_probability_fn(model, views, autocast_context(device, amp=True))
         self.scene_size = (source.height, source.width)
         self._weights: dict[tuple[bool, ...], np.ndarray] = {}
         self.skipped = 0
