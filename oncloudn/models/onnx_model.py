@@ -218,7 +218,13 @@ def _session(path: str, threads: int | None, folder: str) -> Any:
     )
 
 
-def _check_session(session: Any, model: OnnxModel, folder: str) -> None:
+def check_session(session: Any, model: OnnxModel, folder: str) -> None:
+    """Check that a session's graph fits the model's options (the onnx and openvino kinds).
+
+    Raises:
+        ConfigError: The named input/output is missing, the channel count differs from the
+            manifest's bands, or a fixed input size differs from ``options.tile_size``.
+    """
     inputs = {node.name: node for node in session.get_inputs()}
     outputs = [node.name for node in session.get_outputs()]
     if model.input_name not in inputs or model.output_name not in outputs:
@@ -260,7 +266,7 @@ def load_onnx(folder: str, manifest: Manifest, device: str = "cpu") -> OnnxModel
     options = OnnxOptions.from_manifest(manifest, source)
     session = _session(path, options.threads, folder)
     model = OnnxModel(session, manifest, options)
-    _check_session(session, model, folder)
+    check_session(session, model, folder)
     return model
 
 

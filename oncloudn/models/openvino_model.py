@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from oncloudn.errors import ConfigError
-from oncloudn.models.onnx_model import OnnxModel, OnnxOptions, _check_session
+from oncloudn.models.onnx_model import OnnxModel, OnnxOptions, check_session
 from oncloudn.runtime import loader
 from oncloudn.runtime.manifest import Manifest, path_inside
 
@@ -140,7 +140,7 @@ def load_openvino(folder: str, manifest: Manifest, device: str = "cpu") -> OnnxM
     options = OpenVinoOptions.from_manifest(manifest, source)
     session = OpenVinoSession(_compile(path, options, folder))
     model = OnnxModel(session, manifest, options)
-    _check_session(session, model, folder)
+    check_session(session, model, folder)
     return model
 
 
