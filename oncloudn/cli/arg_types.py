@@ -38,3 +38,14 @@ positive_float = _bounded(float, 0.0, float("inf"), True, "a number > 0")
 
 uint8_value = _bounded(int, 0, 255, False, "an integer in 0..255 (a uint8 label value)")
 """A value a uint8 label can hold."""
+
+
+def add_fast_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fast LAYOUT``: the fast path of torch networks (``oncloudn/runtime/fast.py``)."""
+    parser.add_argument(
+        "--fast",
+        metavar="LAYOUT",
+        default="auto",
+        help="fast path of torch networks: auto (default: the fastest for the device), mkldnn, "
+        "channels_last, jit, plain, or off (the plain network)",
+    )

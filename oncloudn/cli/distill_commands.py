@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distill",
         help="distil a teacher model folder into a small student (one model folder per fold)",
         description=(
-            "Train a student (default: the runtime's 491,945-parameter plain U-Net) on the "
+            "Train a student (default: the runtime's 492,809-parameter plain U-Net with a "
+            "space-to-depth stem) on the "
             "teacher's temperature-softened cloud-vs-clear logits, online or cached, mixed "
             "with the labels where they exist; checkpoints, resume, folds and DDP as in train."
         ),

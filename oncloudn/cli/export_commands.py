@@ -64,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calibration", type=Path, metavar="FEATURES", help="calibration chips (with --int8)"
     )
     onnx.add_argument("--calibration-chips", type=int, default=16, metavar="N", help="default 16")
-    onnx.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax")
+    onnx.add_argument(
+        "--calibration-method",
+        choices=["percentile", "minmax"],
+        default="percentile",
+        help="int8 calibration (default percentile: 99.999th percentile ranges)",
+    )
     onnx.set_defaults(func=run_export_onnx)
     openvino = targets.add_parser(
         "openvino",

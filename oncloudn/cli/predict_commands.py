@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from oncloudn.cli.arg_types import add_fast_argument
+
 PREDICT_EPILOG = """\
 FEATURES is a features folder (<root>/test_features or <root>/train_features: one folder per
 chip with B02.tif ... B08.tif). OUT receives one <chip_id>.tif per chip, georeferenced like
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "views (identity,hflip,vflip,rot90,rot180,rot270,transpose,antitranspose)",
     )
     parser.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
+    add_fast_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
     parser.set_defaults(func=run_predict)
@@ -82,6 +85,7 @@ def run_predict(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         tta=args.tta,
         progress=not args.no_progress,
+        fast=args.fast,
     )
     print(
         f"{summary['n_written']} {summary['output']} written to {summary['out_dir']} in "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from oncloudn.cli.arg_types import add_fast_argument
+
 PREDICT_SCENE_EPILOG = """\
 SCENE is a folder of band files found by band name (a Sentinel-2 product's .SAFE folder or its
 IMG_DATA/R10m, *_B02_10m.jp2 ...; or B02.tif ...), or one multi-band raster (bands by
@@ -104,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", help="cuda, cpu... (default: cuda when available, else cpu)")
     parser.add_argument("--tta", metavar="VIEWS", help="override the manifest's TTA views")
+    add_fast_argument(parser)
     parser.add_argument("--restart", action="store_true", help="ignore a killed run's state")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
@@ -125,6 +128,7 @@ def run_predict_scene(args: argparse.Namespace) -> int:
         probability_dtype=args.probability_dtype,
         resume=not args.restart,
         progress=not args.no_progress,
+        fast=args.fast,
     )
     bands = [name.strip() for name in args.bands.split(",")] if args.bands else None
     offset = args.offset[0] if args.offset and len(args.offset) == 1 else args.offset
@@ -165,13 +169,13 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         type=Path,
-        help="model folder (default: a seeded untrained student U-Net, widths 8..128)",
+        help="model folder (default: a seeded untrained default student U-Net)",
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "onnx", "torch"),
+        choices=("auto", "openvino", "onnx", "torch"),
         default="auto",
-        help="auto: ONNX Runtime when installed (the student exported), else torch",
+        help="auto: the fastest installed (OpenVINO, then ONNX Runtime, then torch)",
     )
     parser.add_argument(
         "--work",

@@ -22,7 +22,10 @@ from oncloudn.export.graph import INPUT_NAME
 from oncloudn.export.onnx_export import INSTALL
 from oncloudn.runtime.chipio import read_bands
 
-CALIBRATION_METHODS = ("minmax", "percentile")
+CALIBRATION_METHODS = ("percentile", "minmax")
+# Percentile calibration is the default: on the distilled default student it kept the held-out
+# Jaccard (0.8880 vs fp32 0.8874) where MinMax lost 0.008 (README, "int8").
+DEFAULT_CALIBRATION_METHOD = "percentile"
 
 
 def _quantization():
@@ -64,7 +67,7 @@ def quantize_int8(
     out_path: str | os.PathLike,
     chips: Sequence[str],
     bands: Sequence[str],
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> None:
     """Write an int8 (QDQ) copy of an fp32 ONNX graph, calibrated on ``chips``.
 

@@ -5,7 +5,8 @@ so a mask written here equals the one ``submission/main.py`` writes for the same
 unreadable chips get the same georeferenced fallback. What it adds: automatic CUDA with
 float16 autocast (AMP) injected as the forward pass's context, a TTA override, a progress
 bar, probabilities instead of masks, and no 512 x 512 rule (any chip size the network
-accepts; ``main.py`` alone insists on 512).
+accepts; ``main.py`` alone insists on 512). Like ``main.py`` it runs torch networks on the
+fast path (``oncloudn/runtime/fast.py``) unless ``fast="off"``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from oncloudn.errors import ConfigError, DataError
 from oncloudn.models.folder import load_model_folder
 from oncloudn.runtime.chipio import list_chip_ids
+from oncloudn.runtime.fast import FAST_LAYOUTS, accelerate_model
 from oncloudn.runtime.predict import predict_chips
 from oncloudn.runtime.tta import resolve_views
 
@@ -58,6 +60,19 @@ def parse_tta(tta: str | Sequence[str] | None) -> list[str] | None:
         raise ConfigError(str(error)) from None
 
 
+def check_fast_layout(layout: str) -> str:
+    """``layout`` when it is one of the fast path's layouts.
+
+    Raises:
+        ConfigError: An unknown layout (the message lists the valid ones).
+    """
+    if layout not in FAST_LAYOUTS:
+        raise ConfigError(
+            f"unknown fast layout {layout!r}; choose one of: {', '.join(FAST_LAYOUTS)}"
+        )
+    return layout
+
+
 def autocast_context(device: str, amp: bool):
     """A context factory for CUDA float16 autocast, or ``None`` (CPU, or AMP off)."""
     if not (amp and device.startswith("cuda")):
@@ -86,6 +101,7 @@ def predict_folder(
     tta: str | Sequence[str] | None = None,
     chip_ids: Sequence[str] | None = None,
     progress: bool = True,
+    fast: str = "auto",
 ) -> dict[str, Any]:
     """Predict every chip of ``features_dir`` with a model folder.
 
@@ -103,10 +119,12 @@ def predict_folder(
         tta: Override the manifest's TTA views (preset or view names).
         chip_ids: Chips to predict (default: every non-hidden folder).
         progress: Show a progress bar.
+        fast: Fast-path layout for torch networks (``oncloudn/runtime/fast.py``; ``auto``:
+            the fastest for the device, checked against the plain network; ``off``: none).
 
     Returns:
         Summary: n_chips, n_written, n_fallback, n_all_nodata, failed (chip -> reason),
-        wall_s, chips_per_s, device, tta_views, out_dir, output.
+        wall_s, chips_per_s, device, tta_views, out_dir, output, fast_layout.
 
     Raises:
         FileNotFoundError: No such features folder or model folder.
@@ -118,11 +136,13 @@ def predict_folder(
         )
     device = resolve_device(device)
     views = parse_tta(tta)
+    check_fast_layout(fast)
     features_dir = str(features_dir)
     chip_ids = list_chip_ids(features_dir) if chip_ids is None else list(chip_ids)
     _check_features_folder(features_dir, chip_ids)
     model = load_model_folder(model_dir, device)
     views = views or resolve_views(model.manifest.tta)
+    model, fast_layout = accelerate_model(model, device, fast)
     bar = tqdm(total=len(chip_ids), desc="predict", unit="chip", disable=not progress)
     with bar:
         summary = predict_chips(
@@ -141,4 +161,5 @@ def predict_folder(
             progress=bar.update,
         )
     summary.update(out_dir=str(out_dir), output="probabilities" if probabilities else "masks")
+    summary["fast_layout"] = fast_layout
     return summary

@@ -4,10 +4,10 @@ In a work folder (kept between runs, so the scene and exports are made once):
 
 1. a ``size x size`` 4-band GeoTIFF scene (``oncloudn.data.scene_raster``, written block by
    block);
-2. the model: the given folder, or a seeded untrained student (plain U-Net, widths 8..128,
-   ~492k parameters: speed does not depend on the weights); with ONNX Runtime installed
-   (``--backend auto|onnx``) the student is exported with ``torch.onnx.export`` to an
-   ``onnx`` model folder (dynamic batch and sides);
+2. the model: the given folder, or a seeded untrained default student (``STUDENT_ARGS``:
+   plain U-Net, widths 8..128, space-to-depth 2, 492,809 parameters: speed does not depend on
+   the weights), exported by ``oncloudn.export`` for ``--backend openvino`` or ``onnx``
+   (``auto``: OpenVINO when installed, then ONNX Runtime, then torch with its fast path);
 3. ``predict_scene_model`` runs in a fresh child process, so its peak RSS (``ru_maxrss``) is
    the prediction's alone; the summary's seconds per stage say where the time goes (read,
    model, blend, post-process, write; reading overlaps the model in a thread);
@@ -20,12 +20,12 @@ Figures are only figures: nothing passes or fails. The load average is reported 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import os
 import resource
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import rasterio
 import rasterio.shutil
 import torch
 
+from oncloudn.config.distill import STUDENT_ARGS
 from oncloudn.data.scene_raster import write_synthetic_scene
 from oncloudn.errors import ConfigError
 from oncloudn.inference.scene_predict import (
@@ -51,14 +52,15 @@ from oncloudn.runtime.unet import UNet
 
 logger = logging.getLogger(__name__)
 
-STUDENT_WIDTHS = [8, 16, 32, 64, 128]
-BACKENDS = ("auto", "onnx", "torch")
+# auto: the fastest backend installed (OpenVINO, then ONNX Runtime, then torch's fast path)
+BACKENDS = ("auto", "openvino", "onnx", "torch")
+_EXPORT_MODULES = {"openvino": "openvino", "onnx": "onnxruntime"}
 
 
 def _student_manifest(**fields: Any) -> Manifest:
     values = {
         "name": "bench-student",
-        "architecture": {"name": "unet", "args": {"widths": STUDENT_WIDTHS}},
+        "architecture": {"name": "unet", "args": dict(STUDENT_ARGS)},
         "normalization": {"name": "reflectance", "params": {}},
     }
     values.update(fields)
@@ -66,57 +68,42 @@ def _student_manifest(**fields: Any) -> Manifest:
 
 
 def student_folder(work: Path, seed: int = 0) -> Path:
-    """A seeded, untrained student U-Net model folder (made once)."""
+    """A seeded, untrained default student model folder (made once)."""
     folder = work / "student"
     if not (folder / "manifest.json").is_file():
         torch.manual_seed(seed)
-        save_model_folder(folder, _student_manifest(), UNet(4, 1, widths=STUDENT_WIDTHS))
+        network = UNet(4, 1, **STUDENT_ARGS)
+        save_model_folder(folder, _student_manifest(), network)
     return folder
 
 
-def onnx_student_folder(work: Path, threads: int) -> Path:
-    """The student exported to an ``onnx`` model folder (made once; threads per run).
+def exported_student_folder(work: Path, backend: str, threads: int) -> Path:
+    """The student exported for ``backend`` (``onnx`` or ``openvino``), made once per threads.
 
     Raises:
-        ConfigError: ``torch.onnx.export`` needs the ``onnx`` package.
+        ConfigError: The export needs a package that is not installed.
     """
-    folder = work / f"student-onnx-{threads}t"
+    folder = work / f"student-{backend}-{threads}t"
     if (folder / "manifest.json").is_file():
         return folder
-    network = UNet(4, 1, widths=STUDENT_WIDTHS)
-    network.load_state_dict(torch.load(student_folder(work) / "weights.pt"))
-    folder.mkdir(parents=True, exist_ok=True)
-    dynamic = {name: {0: "n", 2: "h", 3: "w"} for name in ("input", "output")}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                network.eval(),
-                torch.zeros(1, 4, 256, 256),
-                str(folder / "model.onnx"),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes=dynamic,
-                dynamo=False,
-            )
+        # lazy: the export package pulls onnx / openvino only when a backend needs them
+        if backend == "onnx":
+            from oncloudn.export.onnx_export import export_onnx
+
+            return export_onnx(student_folder(work), folder, threads=threads, force=True).folder
+        from oncloudn.export.openvino_export import export_openvino
+
+        return export_openvino(student_folder(work), folder, threads=threads, force=True).folder
     except ImportError as error:
         raise ConfigError(
-            f"exporting the student to ONNX needs onnx ({error}); pip install onnx, or "
-            f"use --backend torch"
+            f"exporting the student for {backend} needs the export extra ({error}); "
+            "pip install -e '.[export]', or use --backend torch"
         ) from None
-    options = {"input_multiple": network.downsampling, "output_type": "logits"}
-    options["threads"] = threads
-    manifest = _student_manifest(kind="onnx", head={}, weights="model.onnx", options=options)
-    return save_model_folder(folder, manifest)
 
 
-def _onnxruntime_available() -> bool:
-    try:
-        # lazy: optional dependency, only probed
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _bench_model(work: Path, model_dir: Path | None, backend: str, threads: int) -> Path:
@@ -124,9 +111,15 @@ def _bench_model(work: Path, model_dir: Path | None, backend: str, threads: int)
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if model_dir is not None:
         return model_dir
-    if backend == "onnx" or (backend == "auto" and _onnxruntime_available()):
-        return onnx_student_folder(work, threads)
-    return student_folder(work)
+    if backend == "auto":
+        installed = [name for name, module in _EXPORT_MODULES.items() if _installed(module)]
+        backend = installed[0] if installed else "torch"
+    if backend == "torch":
+        return student_folder(work)
+    return exported_student_folder(work, backend, threads)
+
+
+_BACKEND_NAMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
 def _child_predict(model_dir: str, scene: str, out: str, options: SceneOptions, threads: int):
@@ -233,7 +226,7 @@ def bench_scene(
     result = {
         "size": size,
         "model": str(model),
-        "backend": "onnxruntime" if summary["kind"] == "onnx" else "torch",
+        "backend": _BACKEND_NAMES.get(summary["kind"], "torch"),
         "threads": threads,
         "wall_s": summary["wall_s"],
         "seconds": summary["seconds"],

@@ -26,10 +26,11 @@ pixels count as probability 0 before post-processing).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,12 @@ import rasterio
 from tqdm import tqdm
 
 from oncloudn.errors import ConfigError
-from oncloudn.inference.predictor import autocast_context, parse_tta, resolve_device
+from oncloudn.inference.predictor import (
+    autocast_context,
+    check_fast_layout,
+    parse_tta,
+    resolve_device,
+)
 from oncloudn.inference.scene_blend import RowBlender
 from oncloudn.inference.scene_output import SceneWriter
 from oncloudn.inference.scene_postprocess import postprocess_scene, strips
@@ -48,6 +54,7 @@ from oncloudn.inference.scene_source import SceneSource, open_scene
 from oncloudn.inference.scene_store import RowFile, RunState
 from oncloudn.inference.scene_windows import WindowGrid, blend_weights, window_grid
 from oncloudn.models.folder import load_model_folder
+from oncloudn.runtime.fast import accelerate_model
 from oncloudn.runtime.predict_array import (
     input_multiple,
     model_probability_fn,
@@ -81,6 +88,8 @@ class SceneOptions:
         probability_dtype: ``uint8`` or ``float32``.
         resume: Resume a killed run of the same scene, model and settings.
         progress: Show a progress bar in windows.
+        fast: Fast-path layout for torch networks (``runtime/fast.py``; ``auto`` picks the
+            fastest for the device, ``off`` keeps the plain network); other kinds unchanged.
     """
 
     window: int = 1024
@@ -93,6 +102,7 @@ class SceneOptions:
     probability_dtype: str = "uint8"
     resume: bool = True
     progress: bool = True
+    fast: str = "auto"
 
 
 @dataclass
@@ -192,26 +202,38 @@ class _WindowPredictor:
             yield item
             start = time.perf_counter()
 
-    def predict_row(self, windows: list[Window], blender: RowBlender) -> None:
-        """Predict one row's windows in batches and add them to ``blender``."""
-        kept = [item for item in windows if not item[3].all()]
-        self.skipped += len(windows) - len(kept)
-        for first in range(0, len(kept), self.options.batch_size):
-            batch = kept[first : first + self.options.batch_size]
-            start = time.perf_counter()
-            raw = np.stack([item[2] for item in batch])
-            probability = predict_probabilities(
-                self.probability_fn, raw, self.device, self.multiple
-            )
-            start = self.timer.add("model", start)
-            for (row, col, _, nodata), window_probability in zip(batch, probability, strict=True):
-                blender.add(row, col, window_probability, self.weights(row, col) * ~nodata)
-            self.timer.add("blend", start)
-            self.predicted += len(batch)
+    def predict_row(self, windows: Iterable[Window], blender: RowBlender) -> None:
+        """Predict one row's windows in batches, as they arrive, and add them to ``blender``.
+
+        Windows are consumed one by one (not gathered per row first), so the reader thread
+        reads the next window while the model predicts this one.
+        """
+        batch: list[Window] = []
+        for item in windows:
+            if item[3].all():
+                self.skipped += 1
+                continue
+            batch.append(item)
+            if len(batch) == self.options.batch_size:
+                self._predict_batch(batch, blender)
+                batch = []
+        if batch:
+            self._predict_batch(batch, blender)
+
+    def _predict_batch(self, batch: list[Window], blender: RowBlender) -> None:
+        start = time.perf_counter()
+        raw = np.stack([item[2] for item in batch])
+        probability = predict_probabilities(self.probability_fn, raw, self.device, self.multiple)
+        start = self.timer.add("model", start)
+        for (row, col, _, nodata), window_probability in zip(batch, probability, strict=True):
+            blender.add(row, col, window_probability, self.weights(row, col) * ~nodata)
+        self.timer.add("blend", start)
+        self.predicted += len(batch)
 
 
-def _row_windows(windows: Iterator, count: int) -> list:
-    return [next(windows) for _ in range(count)]
+def _row_windows(windows: Iterator[Window], count: int) -> Iterator[Window]:
+    """The next ``count`` windows of ``windows`` (one row), lazily."""
+    return itertools.islice(windows, count)
 
 
 def _predict_probability_file(
@@ -304,8 +326,10 @@ def predict_scene_model(
     options = options or SceneOptions()
     if options.batch_size < 1 or options.strip_rows < 1:
         raise ConfigError("batch size and strip rows must be >= 1")
+    check_fast_layout(options.fast)
     began = time.perf_counter()
     manifest = model.manifest
+    model, fast_layout = accelerate_model(model, device, options.fast)
     views = list(options.views or resolve_views(manifest.tta))
     source = open_scene(scene, bands or model.bands, band_indices, offset)
     out = Path(out)
@@ -361,6 +385,7 @@ def predict_scene_model(
         "offset_source": source.offset_source,
         "tta_views": views,
         "device": device,
+        "fast_layout": fast_layout,
         "seconds": timer.seconds,
         "wall_s": time.perf_counter() - began,
     }

@@ -20,7 +20,7 @@ import torch.utils.mkldnn as torch_mkldnn
 from torch import nn
 
 from .fold import fold_batchnorm
-from .unet import UNet
+from .unet import UNet, space_to_depth, upsample_logits
 
 
 def mkldnn_available() -> bool:
@@ -74,6 +74,7 @@ class MkldnnUNet(nn.Module):
             raise ValueError("MkldnnUNet: a batch norm could not be folded into its convolution")
         self.widths: Sequence[int] = list(unet.widths)
         self.downsampling = unet.downsampling
+        self.space_to_depth = unet.space_to_depth
         self.encoders = nn.ModuleList(
             nn.ModuleList(_mkldnn_conv(conv) for conv in _convs(block)) for block in folded.encoders
         )
@@ -105,7 +106,8 @@ class MkldnnUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits ``[N, out_channels, H, W]`` (a dense tensor) of a dense input."""
         self.check_input_shape(x)
-        x = x.float().contiguous().to_mkldnn()
+        size = x.shape[-2:]
+        x = space_to_depth(x.float(), self.space_to_depth).contiguous().to_mkldnn()
         skips = []
         for index, (first, second) in enumerate(self.encoders):
             if index:
@@ -117,4 +119,4 @@ class MkldnnUNet(nn.Module):
             skip = skips.pop()
             y = conv_up(self._up(index, x, skip)) + conv_skip(skip)
             x = torch.relu_(second(torch.relu_(y)))
-        return self.head(x.to_dense())
+        return upsample_logits(self.head(x.to_dense()), size)

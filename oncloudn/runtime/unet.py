@@ -5,6 +5,11 @@ with a 2x2 max-pool, the decoder doubles it (bilinear up-sampling, or a transpos
 convolution) and concatenates the encoder's skip features. With the default widths
 ``(8, 16, 32, 64, 128)`` and 4 input bands the network has 491,945 parameters (486,625
 with ``upsample="transpose"``).
+
+``space_to_depth=2`` folds each 2 x 2 block of pixels into channels before the first
+convolution (4 bands become 16 channels at half the resolution, nothing is discarded), runs
+the U-Net at half resolution and up-samples the logits bilinearly to the input's size: about a
+quarter of the compute for 864 more parameters (492,809 with the default widths).
 """
 
 from collections.abc import Sequence
@@ -14,6 +19,27 @@ import torch.nn.functional as F
 from torch import nn
 
 UPSAMPLE_MODES = ("bilinear", "transpose")
+SPACE_TO_DEPTH_FACTORS = (1, 2, 4)
+
+
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Fold each ``factor x factor`` block of pixels into channels (``F.pixel_unshuffle`` order).
+
+    ``[N, C, H, W] -> [N, C * factor**2, H / factor, W / factor]``; written with reshape and
+    permute so that it traces and exports (ONNX, OpenVINO) on every torch version.
+    """
+    if factor == 1:
+        return x
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // factor, factor, w // factor, factor)
+    return x.permute(0, 1, 3, 5, 2, 4).reshape(n, c * factor * factor, h // factor, w // factor)
+
+
+def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
+    """Logits bilinearly up-sampled to ``size`` (``(H, W)``); unchanged when already that size."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class DoubleConv(nn.Sequential):
@@ -73,9 +99,12 @@ class UNet(nn.Module):
         out_channels: Output channels (1 for a sigmoid head, 2+ for softmax).
         widths: Channels per level, shallow to deep; ``len(widths) - 1`` down-samplings.
         upsample: ``bilinear`` (default) or ``transpose``.
+        space_to_depth: 1 (default: full resolution), 2 or 4: fold ``factor x factor`` pixel
+            blocks into channels first and up-sample the logits at the end.
 
     Raises:
-        ValueError: Fewer than two widths, a non-positive width, or an unknown ``upsample``.
+        ValueError: Fewer than two widths, a non-positive width, an unknown ``upsample`` or
+            ``space_to_depth``.
     """
 
     def __init__(
@@ -84,6 +113,7 @@ class UNet(nn.Module):
         out_channels: int = 1,
         widths: Sequence[int] = (8, 16, 32, 64, 128),
         upsample: str = "bilinear",
+        space_to_depth: int = 1,
     ):
         super().__init__()
         widths = [int(w) for w in widths]
@@ -95,10 +125,17 @@ class UNet(nn.Module):
                     upsample, ", ".join(UPSAMPLE_MODES)
                 )
             )
+        if space_to_depth not in SPACE_TO_DEPTH_FACTORS:
+            raise ValueError(
+                "unknown space_to_depth {!r}; choose one of: {}".format(
+                    space_to_depth, ", ".join(str(f) for f in SPACE_TO_DEPTH_FACTORS)
+                )
+            )
         self.widths = widths
-        self.downsampling = 2 ** (len(widths) - 1)
+        self.space_to_depth = int(space_to_depth)
+        self.downsampling = self.space_to_depth * 2 ** (len(widths) - 1)
         self.encoders = nn.ModuleList()
-        previous = in_channels
+        previous = in_channels * self.space_to_depth**2
         for width in widths:
             self.encoders.append(DoubleConv(previous, width))
             previous = width
@@ -108,7 +145,10 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def check_input_shape(self, x: torch.Tensor) -> None:
-        """Raise a ValueError unless H and W are divisible by ``2 ** (len(widths) - 1)``."""
+        """Raise a ValueError unless H and W are divisible by ``self.downsampling``.
+
+        That is ``space_to_depth * 2 ** (len(widths) - 1)`` (16 for the default student).
+        """
         height, width = int(x.shape[-2]), int(x.shape[-1])
         factor = self.downsampling
         if height % factor or width % factor:
@@ -121,6 +161,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
+        size = x.shape[-2:]
+        x = space_to_depth(x, self.space_to_depth)
         skips: list[torch.Tensor] = []
         for index, encoder in enumerate(self.encoders):
             if index:
@@ -130,7 +172,7 @@ class UNet(nn.Module):
         skips.pop()
         for decoder in self.decoders:
             x = decoder(x, skips.pop())
-        return self.head(x)
+        return upsample_logits(self.head(x), size)
 
 
 def count_parameters(module: nn.Module) -> int:

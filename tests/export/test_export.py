@@ -35,9 +35,10 @@ INT8_BOUND = 0.15  # static int8 of a tiny random network; real figures: README
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "oncloudn-real-unlabeled"
 
 
-def _student(folder: Path, widths=(4, 8, 16), seed: int = 0) -> Path:
+def _student(folder: Path, widths=(4, 8, 16), seed: int = 0, space_to_depth: int = 1) -> Path:
     torch.manual_seed(seed)
-    network = UNet(4, 1, widths=list(widths))
+    args = {"widths": list(widths), "space_to_depth": space_to_depth}
+    network = UNet(4, 1, **args)
     generator = torch.Generator().manual_seed(seed)
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -46,7 +47,7 @@ def _student(folder: Path, widths=(4, 8, 16), seed: int = 0) -> Path:
             module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
     manifest = Manifest(
         name="tiny-student",
-        architecture={"name": "unet", "args": {"widths": list(widths)}},
+        architecture={"name": "unet", "args": args},
         normalization={"name": "reflectance", "params": {}},
         tta=["identity", "hflip"],
         threshold=0.45,
@@ -95,6 +96,18 @@ def test_openvino_export_matches_torch(student: Path, tmp_path: Path, fp16, boun
         assert _max_difference(source, exported, _raw(shape), ["identity", "vflip"]) <= bound
 
 
+def test_space_to_depth_student_exports_with_dynamic_sizes(tmp_path: Path) -> None:
+    student = _student(tmp_path / "s2d", space_to_depth=2)
+    source = load_model_folder(student)
+    onnx_model = load_model_folder(export_onnx(student, tmp_path / "onnx").folder)
+    ov_model = load_model_folder(openvino_export.export_openvino(student, tmp_path / "ov").folder)
+    assert onnx_model.input_multiple == ov_model.input_multiple == 8
+    for shape in [(1, 4, 64, 64), (2, 4, 32, 48)]:
+        raw = _raw(shape)
+        assert _max_difference(source, onnx_model, raw) <= FP32_BOUND
+        assert _max_difference(source, ov_model, raw, ["identity", "vflip"]) <= FP32_BOUND
+
+
 def test_int8_export_is_quantized_and_close(student: Path, toy_root: Path, tmp_path: Path) -> None:
     features = toy_root / "train_features"
     with pytest.raises(ConfigError, match="--calibration"):
@@ -140,8 +153,8 @@ def test_cli_export_reports_parity(student: Path, toy_root: Path, tmp_path: Path
 
 @pytest.mark.skipif(not (REAL / "train_features").is_dir(), reason=f"{REAL} is absent")
 def test_parity_on_real_chips(tmp_path: Path) -> None:
-    """The default-width student (491,945 parameters) on 2 real chips, every backend."""
-    folder = _student(tmp_path / "student", widths=(8, 16, 32, 64, 128), seed=4)
+    """The default student (492,809 parameters, space-to-depth 2) on 2 real chips, every backend."""
+    folder = _student(tmp_path / "student", widths=(8, 16, 32, 64, 128), seed=4, space_to_depth=2)
     source = load_model_folder(folder)
     chips = chip_paths(REAL / "train_features", 2)
     exports = {

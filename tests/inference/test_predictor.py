@@ -42,15 +42,16 @@ def test_predict_cli_writes_georeferenced_masks(toy_root: Path, tmp_path: Path, 
         np.testing.assert_array_equal(mask, expected)
 
 
-def test_predict_probabilities_and_tta_override(toy_root: Path, tmp_path: Path) -> None:
+def _unet_folder(folder: Path, **args) -> Path:
     torch.manual_seed(0)
-    widths = [4, 8, 16, 32, 64]
-    network = build_network("unet", {"widths": widths}, 4, 1)
-    model = save_model_folder(
-        tmp_path / "unet",
-        Manifest(name="tiny", architecture={"name": "unet", "args": {"widths": widths}}),
-        state_dict=network,
-    )
+    args = {"widths": [4, 8, 16, 32, 64], **args}
+    network = build_network("unet", args, 4, 1)
+    manifest = Manifest(name="tiny", architecture={"name": "unet", "args": args})
+    return save_model_folder(folder, manifest, state_dict=network)
+
+
+def test_predict_probabilities_and_tta_override(toy_root: Path, tmp_path: Path) -> None:
+    model = _unet_folder(tmp_path / "unet")
     out = tmp_path / "probs"
     summary = predict_folder(
         model,
@@ -69,6 +70,23 @@ def test_predict_probabilities_and_tta_override(toy_root: Path, tmp_path: Path) 
     assert profile["dtype"] == "float32" and profile["crs"] is not None
     assert probability.min() >= 0.0 and probability.max() <= 1.0
     assert probability.std() > 0
+
+
+def test_the_fast_path_gives_the_plain_probabilities(toy_root: Path, tmp_path: Path) -> None:
+    model = _unet_folder(tmp_path / "unet", space_to_depth=2)
+    probabilities = {}
+    for layout in ("off", "auto"):
+        out = tmp_path / layout
+        summary = predict_folder(
+            model, toy_root / "train_features", out, probabilities=True, fast=layout,
+            device="cpu", chip_ids=["0000", "abcd"], progress=False,
+        )  # fmt: skip
+        assert (summary["fast_layout"] == "off") == (layout == "off")
+        probabilities[layout] = [_read(out / f"{c}.tif")[0] for c in ("0000", "abcd")]
+    for plain, fast in zip(probabilities["off"], probabilities["auto"], strict=True):
+        assert float(np.abs(plain - fast).max()) <= 1e-5
+    with pytest.raises(ConfigError, match="unknown fast layout 'fastest'"):
+        predict_folder(model, toy_root / "train_features", tmp_path / "x", fast="fastest")
 
 
 def test_bad_chip_gets_the_fallback(toy_root: Path, tmp_path: Path) -> None:

@@ -330,3 +330,34 @@ def test_jp2_band_files_give_the_same_mask_as_the_geotiff(tmp_path: Path) -> Non
     np.testing.assert_array_equal(from_jp2, read_mask(tmp_path / "from-tif.tif")[0])
     with rasterio.open(scene) as src:
         assert profile["crs"] == src.crs and profile["transform"] == src.transform
+
+
+def test_the_fast_path_gives_the_plain_networks_mask(unet: Path, tmp_path: Path) -> None:
+    scene = _generated_scene(tmp_path, 512)
+    masks = {}
+    for layout in ("off", "auto"):
+        options = SceneOptions(window=256, overlap=32, progress=False, fast=layout)
+        summary = predict_scene(unet, scene, tmp_path / f"{layout}.tif", options, device="cpu")
+        masks[layout] = read_mask(tmp_path / f"{layout}.tif")[0]
+        assert (summary["fast_layout"] == "off") == (layout == "off")
+    assert _agreement(masks["off"], masks["auto"]) >= 0.9999
+    with pytest.raises(ConfigError, match="unknown fast layout 'fastest'"):
+        predict_scene(unet, scene, tmp_path / "x.tif", SceneOptions(fast="fastest"), device="cpu")
+
+
+def test_bench_scene_exports_the_default_student_for_the_fastest_backend(tmp_path: Path) -> None:
+    pytest.importorskip("openvino", reason="the export extra (openvino) is not installed")
+    from oncloudn.config.distill import STUDENT_ARGS
+    from oncloudn.inference.scene_bench import _bench_model
+    from oncloudn.models.folder import load_model_folder
+
+    folder = _bench_model(tmp_path, None, "auto", threads=1)
+    assert folder.name == "student-openvino-1t"
+    exported = load_model_folder(folder)
+    assert exported.manifest.kind == "openvino" and exported.input_multiple == 32
+    student = load_model_folder(tmp_path / "student")
+    assert student.manifest.architecture["args"] == STUDENT_ARGS
+    assert _bench_model(tmp_path, None, "auto", threads=1) == folder  # made once
+    assert load_model_folder(_bench_model(tmp_path, None, "torch", 1)).manifest.kind == "network"
+    with pytest.raises(ConfigError, match="openvino, onnx, torch"):
+        _bench_model(tmp_path, None, "tensorrt", threads=1)

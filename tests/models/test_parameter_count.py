@@ -1,4 +1,4 @@
-"""One parameter count, parameters only: the default student has 491,945 (issue 11, 4)."""
+"""One parameter count, parameters only: the default student has 492,809 (issue 11, 4)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from pathlib import Path
 from clierrors import reset_logging
 
 from oncloudn.cli.main import main
-from oncloudn.config.distill import STUDENT_WIDTHS
+from oncloudn.config.distill import STUDENT_ARGS, STUDENT_PARAMETERS
 from oncloudn.models.describe import describe_model_folder
 from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.networks import build_network
 
-STUDENT = 491_945
-STATE_VALUES = 493_435  # parameters + batch-norm running statistics and counters
+STUDENT = STUDENT_PARAMETERS
+STATE_VALUES = 494_299  # parameters + batch-norm running statistics and counters
 
 
 def test_describe_and_pack_count_parameters_not_buffers(tmp_path: Path, capsys) -> None:
-    args = {"widths": list(STUDENT_WIDTHS)}
+    args = dict(STUDENT_ARGS)
     network = build_network("unet", args, 4, 1)
     assert sum(v.numel() for v in network.state_dict().values()) == STATE_VALUES
     folder = save_model_folder(

@@ -42,12 +42,13 @@ def _randomize_batchnorms(network: torch.nn.Module, seed: int = 0) -> torch.nn.M
     return network.eval()
 
 
-def _model(upsample: str = "bilinear", widths=(4, 8, 16)) -> CloudModel:
+def _model(upsample: str = "bilinear", widths=(4, 8, 16), space_to_depth: int = 1) -> CloudModel:
     torch.manual_seed(3)
-    network = _randomize_batchnorms(UNet(4, 1, widths=widths, upsample=upsample))
+    args = {"widths": list(widths), "upsample": upsample, "space_to_depth": space_to_depth}
+    network = _randomize_batchnorms(UNet(4, 1, **args))
     manifest = Manifest(
         name="tiny",
-        architecture={"name": "unet", "args": {"widths": list(widths), "upsample": upsample}},
+        architecture={"name": "unet", "args": args},
         normalization={"name": "reflectance", "params": {}},
     )
     return CloudModel(network, manifest).eval()
@@ -68,12 +69,16 @@ def test_fold_batchnorm_keeps_the_outputs() -> None:
     assert count_batchnorms(network) == 10  # the original is not changed
 
 
-@pytest.mark.parametrize("upsample", ["bilinear", "transpose"])
+@pytest.mark.parametrize(
+    "upsample, space_to_depth", [("bilinear", 1), ("transpose", 1), ("bilinear", 2)]
+)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_every_layout_gives_the_plain_probabilities(layout: str, upsample: str) -> None:
+def test_every_layout_gives_the_plain_probabilities(
+    layout: str, upsample: str, space_to_depth: int
+) -> None:
     if layout == "mkldnn" and not mkldnn_available():
         pytest.skip("this torch build has no oneDNN (MKL-DNN)")
-    model = _model(upsample)
+    model = _model(upsample, space_to_depth=space_to_depth)
     accelerated, used = fast.accelerate_model(model, "cpu", layout)
     assert used == layout and accelerated is not model
     raw = _raw()
@@ -81,7 +86,7 @@ def test_every_layout_gives_the_plain_probabilities(layout: str, upsample: str) 
     expected = model.predict_proba(raw, views)
     got = accelerated.predict_proba(raw, views)
     assert float((got - expected).abs().max()) <= MAX_PROBABILITY_DIFFERENCE
-    assert accelerated.input_multiple == model.input_multiple == 4
+    assert accelerated.input_multiple == model.input_multiple == 4 * space_to_depth
     # a second input shape (jit traces once per shape)
     other = _raw(1, 32)
     difference = (accelerated.predict_proba(other) - model.predict_proba(other)).abs().max()

@@ -1,6 +1,7 @@
 """Packed zips on the runtime's real versions: Python 3.9, torch 1.8.0, smp 0.2.1, numpy 1.20.
 
-A packed student (the default ~492k-parameter U-Net, flips TTA) and a packed smp U-Net
+A packed student (the default 492,809-parameter U-Net with its space-to-depth stem, flips
+TTA, on the fast path: oneDNN on torch 1.8) and a packed smp U-Net
 (MobileNetV2 encoder) run through ``run-local`` twice: on this interpreter (today's torch)
 and on the runtime Python built by ``oncloudn runtime-env install-python``; their masks must
 agree. Each zip's threshold is set to the median cloud probability that today's stack gives
@@ -23,6 +24,7 @@ import tifffile
 import torch
 from toydata import write_toy_dataset
 
+from oncloudn.config.distill import STUDENT_ARGS
 from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.chipio import read_bands
 from oncloudn.runtime.loader import load_model
@@ -92,7 +94,7 @@ def _masks(predictions: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(
     "network, args, normalization",
     [
-        ("unet", {}, "reflectance"),
+        ("unet", STUDENT_ARGS, "reflectance"),
         ("smp", {"arch": "Unet", "encoder_name": "mobilenet_v2"}, "zscore_chip"),
     ],
     ids=["student-unet", "smp-mobilenet_v2"],
@@ -109,7 +111,11 @@ def test_zip_masks_match_on_the_runtime_versions(
         assert result.passed, result.problems
         info = json.loads(result.run_json.read_text())
         assert info["main_summary"]["n_fallback"] == 0, info["main_summary"]
-    assert json.loads(runtime.run_json.read_text())["python"].startswith("3.9")
+    runtime_info = json.loads(runtime.run_json.read_text())
+    assert runtime_info["python"].startswith("3.9")
+    if network == "unet":  # the student runs on torch 1.8's oneDNN fast path
+        assert runtime_info["main_summary"]["fast_layout"] == "mkldnn", runtime_info
+
     log = (tmp_path / "runtime" / "main.log").read_text()
     assert "torch 1.8.0" in log, log[:2000]
     ours, theirs = _masks(today.predictions_dir), _masks(runtime.predictions_dir)
