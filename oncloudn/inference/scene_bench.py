@@ -38,8 +38,8 @@ from oncloudn.config.distill import STUDENT_ARGS
 from oncloudn.data.scene_raster import write_synthetic_scene
 from oncloudn.errors import ConfigError
 from oncloudn.inference.scene_predict import (
-    READ_CACHE_BYTES,
     SceneOptions,
+    gdal_env,
     model_identity,
     predict_scene_model,
 )
@@ -176,7 +176,7 @@ def time_window_reads(scene: Path, window: int, overlap: int) -> float:
     grid = window_grid(source.height, source.width, window, overlap)
     start = time.perf_counter()
     try:
-        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
+        with gdal_env():
             for row in grid.rows:
                 for col in grid.cols:
                     source.read(row, col, grid.height, grid.width)
