@@ -78,7 +78,6 @@ def test_tiled_scene_matches_whole_image_on_a_generated_1024_scene(
     _check_tiled_matches_whole_image(unet, tmp_path, 1024)
 
 
-@pytest.mark.slow
 def test_tiled_scene_matches_whole_image_on_a_generated_2048_scene(
     unet: Path, tmp_path: Path
 ) -> None:
@@ -279,7 +278,6 @@ def test_bench_scene_is_registered(capsys) -> None:
     assert exit_info.value.code == 0 and "--backend" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_bench_scene_runs_on_a_small_scene(tmp_path: Path, capsys) -> None:
     args = ["bench", "scene", "--size", "256", "--window", "128", "--overlap", "32"]
     args += ["--backend", "torch", "--no-jp2", "--work", str(tmp_path), "--threads", "1"]
@@ -289,7 +287,6 @@ def test_bench_scene_runs_on_a_small_scene(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "mask-256.tif").is_file()
 
 
-@pytest.mark.slow
 def test_a_sigkilled_cli_run_resumes_to_the_same_output(unet: Path, tmp_path: Path) -> None:
     scene = write_synthetic_scene(tmp_path / "s.tif", 1536, 512, seed=6, pool=2)
     args = [str(unet), str(scene)]
