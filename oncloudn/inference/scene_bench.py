@@ -88,13 +88,11 @@ def exported_student_folder(work: Path, backend: str, threads: int) -> Path:
         return folder
     try:
         # lazy: the export package pulls onnx / openvino only when a backend needs them
-        if backend == "onnx":
-            from oncloudn.export.onnx_export import export_onnx
-
-            return export_onnx(student_folder(work), folder, threads=threads, force=True).folder
+        from oncloudn.export.onnx_export import export_onnx
         from oncloudn.export.openvino_export import export_openvino
 
-        return export_openvino(student_folder(work), folder, threads=threads, force=True).folder
+        export = export_onnx if backend == "onnx" else export_openvino
+        return export(student_folder(work), folder, threads=threads, force=True).folder
     except ImportError as error:
         raise ConfigError(
             f"exporting the student for {backend} needs the export extra ({error}); "
