@@ -117,7 +117,7 @@ def student_model() -> ModelConfig:
 
     492,809 parameters; see :data:`STUDENT_ARGS`.
     """
-    args = {"widths": list(STUDENT_WIDTHS), "space_to_depth": STUDENT_ARGS["space_to_depth"]}
+    args = {**STUDENT_ARGS, "widths": list(STUDENT_WIDTHS)}  # a fresh list per config
     return ModelConfig(network="unet", args=args, head="sigmoid")
 
 

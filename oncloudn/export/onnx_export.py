@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17
+# int8 calibration: Percentile kept the held-out Jaccard of both distilled default students
+# (-0.0002, +0.0006 against fp32) where MinMax once lost 0.008 (README, "int8").
+DEFAULT_CALIBRATION_METHOD = "percentile"
 TRACE_SIDE = 64
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
@@ -108,7 +111,7 @@ def export_onnx(
     int8: bool = False,
     calibration_dir: str | os.PathLike | None = None,
     calibration_limit: int | None = 16,
-    calibration_method: str = "percentile",
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> ExportResult:
     """Export a ``network`` model folder to an ``onnx`` model folder (fp32, or int8).
 

@@ -35,7 +35,7 @@ def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 5, 2, 4).reshape(n, c * factor * factor, h // factor, w // factor)
 
 
-def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Logits bilinearly up-sampled to ``size`` (``(H, W)``); unchanged when already that size."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
