@@ -23,11 +23,9 @@ from oncloudn.config.schema import DataConfig, ModelConfig, TrainConfig
 from oncloudn.errors import ConfigError
 
 DISTILL_MODES = ("online", "cached")
-STUDENT_WIDTHS = [8, 16, 32, 64, 128]
 # The default student: 2 x 2 pixel blocks folded into channels first, so the U-Net runs at
 # half resolution (a quarter of the compute of the full-resolution U-Net, same parameters).
-STUDENT_ARGS = {"widths": STUDENT_WIDTHS, "space_to_depth": 2}
-STUDENT_PARAMETERS = 492_809
+STUDENT_ARGS = {"widths": [8, 16, 32, 64, 128], "space_to_depth": 2}
 
 
 @dataclass
@@ -117,7 +115,7 @@ def student_model() -> ModelConfig:
 
     492,809 parameters; see :data:`STUDENT_ARGS`.
     """
-    args = {**STUDENT_ARGS, "widths": list(STUDENT_WIDTHS)}  # a fresh list per config
+    args = {**STUDENT_ARGS, "widths": list(STUDENT_ARGS["widths"])}  # a fresh list per config
     return ModelConfig(network="unet", args=args, head="sigmoid")
 
 

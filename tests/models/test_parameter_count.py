@@ -7,13 +7,13 @@ from pathlib import Path
 from clierrors import reset_logging
 
 from oncloudn.cli.main import main
-from oncloudn.config.distill import STUDENT_ARGS, STUDENT_PARAMETERS
+from oncloudn.config.distill import STUDENT_ARGS
 from oncloudn.models.describe import describe_model_folder
 from oncloudn.models.folder import save_model_folder
 from oncloudn.runtime.manifest import Manifest
 from oncloudn.runtime.networks import build_network
 
-STUDENT = STUDENT_PARAMETERS
+STUDENT = 492_809
 STATE_VALUES = 494_299  # parameters + batch-norm running statistics and counters
 
 
